@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nodeward/nodeward/agent/hostfs"
+	"github.com/nodeward/nodeward/agent/source"
+	"github.com/nodeward/nodeward/internal/cli"
+	"github.com/nodeward/nodeward/internal/render"
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"github.com/spf13/cobra"
+)
+
+// hostFlags are the flags that say where the host is.
+type hostFlags struct {
+	root string
+	proc string
+}
+
+func (h *hostFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&h.root, "root", "/", "the host's root filesystem (\"/host\" in the DaemonSet)")
+	c.Flags().StringVar(&h.proc, "proc", "/proc", "the host's procfs (the pod needs hostPID)")
+}
+
+func (h *hostFlags) env() (*source.Env, func(), error) {
+	root, err := hostfs.Open(h.root)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &source.Env{Root: root, Proc: h.proc}, func() { _ = root.Close() }, nil
+}
+
+// collect runs the sources and stamps the node's identity on the result.
+func collect(ctx context.Context, env *source.Env, nodeName string, only []string) (*nodewardv1.Snapshot, error) {
+	snap, err := source.Run(ctx, env, only)
+	if err != nil {
+		return nil, err
+	}
+	stamp(snap, nodeName)
+	return snap, nil
+}
+
+func reportCmd() *cobra.Command {
+	var (
+		host   hostFlags
+		output = cli.Table
+		only   []string
+		name   string
+	)
+	c := &cobra.Command{
+		Use:   "report",
+		Short: "Print this node's posture once, no collector needed",
+		Long: `Run every source once through the host root and print the snapshot the agent would
+send. A source that fails is reported with its error; the others still run.`,
+		Example: `  nodeward-agent report
+  nodeward-agent report --root /host -o json
+  nodeward-agent report --only os -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env, done, err := host.env()
+			if err != nil {
+				return err
+			}
+			defer done()
+			snap, err := collect(cmd.Context(), env, name, only)
+			if err != nil {
+				return err
+			}
+			if output == cli.JSON {
+				return cli.WriteJSON(cmd.OutOrStdout(), snap)
+			}
+			return render.Node(cmd.OutOrStdout(), snap.GetNode(), snap, time.Now())
+		},
+	}
+	host.add(c)
+	c.Flags().VarP(&output, "output", "o", "output format: table or json")
+	c.Flags().StringSliceVar(&only, "only", nil, "run only these sources (comma-separated): "+strings.Join(source.Names(), ", "))
+	c.Flags().StringVar(&name, "node-name", defaultNodeName(), "node name to report under (env NODE_NAME)")
+	return c
+}
+
+// defaultNodeName is $NODE_NAME (the DaemonSet sets it from the downward
+// API), else the host name.
+func defaultNodeName() string {
+	if n := strings.TrimSpace(os.Getenv("NODE_NAME")); n != "" {
+		return n
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(h)
+}

@@ -1,0 +1,188 @@
+// Package ingest is the collector's AgentService: it takes each agent's
+// stream, commits what arrives, and acks a sequence only once it is stored.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nodeward/nodeward/collector/store"
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Server implements nodewardv1.AgentServiceServer.
+type Server struct {
+	nodewardv1.UnimplementedAgentServiceServer
+	store    store.Store
+	log      *slog.Logger
+	version  string
+	stopping chan struct{}
+	stopOnce sync.Once
+}
+
+// New returns an ingest server committing to st.
+func New(st store.Store, log *slog.Logger, version string) *Server {
+	return &Server{store: st, log: log, version: version, stopping: make(chan struct{})}
+}
+
+// Shutdown makes every stream finish the message it is committing, ack it,
+// and end, so agents reconnect to another replica or after the restart.
+func (s *Server) Shutdown() { s.stopOnce.Do(func() { close(s.stopping) }) }
+
+// Connect implements the agent stream.
+func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the stream must open with Hello")
+	}
+	node := hello.GetNodeName()
+	if err := ValidNodeName(node); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	log := s.log.With("node", node)
+	if p, ok := peer.FromContext(ctx); ok {
+		log = log.With("peer", p.Addr.String())
+	}
+
+	last, err := s.store.LastSequence(ctx, node)
+	if err != nil {
+		log.Error("agent refused: store unavailable", "err", err)
+		return status.Error(codes.Unavailable, "store unavailable")
+	}
+	if err := s.store.TouchNode(ctx, node, time.Now(), true); err != nil {
+		return status.Error(codes.Unavailable, "store unavailable")
+	}
+	defer func() {
+		// The stream's context is done by now; record the disconnect anyway.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := s.store.TouchNode(dctx, node, time.Now(), false); err != nil {
+			log.Warn("recording disconnect", "err", err)
+		}
+	}()
+	if err := stream.Send(&nodewardv1.ConnectResponse{Payload: &nodewardv1.ConnectResponse_Welcome{
+		Welcome: &nodewardv1.Welcome{LastStoredSequence: last, CollectorVersion: s.version},
+	}}); err != nil {
+		return err
+	}
+	log.Info("agent connected", "agent_version", hello.GetAgentVersion(), "boot_id", hello.GetBootId(),
+		"agent_last_acked", hello.GetLastAckedSequence(), "last_stored", last)
+
+	type received struct {
+		req *nodewardv1.ConnectRequest
+		err error
+	}
+	// Receive in the background so shutdown can end the stream between
+	// messages; the channel is unbuffered, so at most one message waits.
+	recv := make(chan received)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			select {
+			case recv <- received{req, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for {
+		var r received
+		select {
+		case <-s.stopping:
+			log.Info("closing agent stream: collector shutting down")
+			return status.Error(codes.Unavailable, "collector shutting down")
+		case r = <-recv:
+		}
+		if errors.Is(r.err, io.EOF) {
+			log.Info("agent disconnected")
+			return nil
+		}
+		if r.err != nil {
+			log.Info("agent stream ended", "err", r.err)
+			return r.err
+		}
+		if err := s.handle(ctx, node, r.req, stream); err != nil {
+			log.Warn("agent message refused", "seq", r.req.GetSequence(), "err", err)
+			return err
+		}
+	}
+}
+
+func (s *Server) handle(ctx context.Context, node string, req *nodewardv1.ConnectRequest, stream nodewardv1.AgentService_ConnectServer) error {
+	now := time.Now()
+	var (
+		dup bool
+		err error
+	)
+	switch p := req.GetPayload().(type) {
+	case *nodewardv1.ConnectRequest_Heartbeat:
+		if err := s.store.TouchNode(ctx, node, now, true); err != nil {
+			return status.Error(codes.Unavailable, "store unavailable")
+		}
+		return nil
+	case *nodewardv1.ConnectRequest_Snapshot:
+		if req.GetSequence() == 0 {
+			return status.Error(codes.InvalidArgument, "snapshot without a sequence number")
+		}
+		snap := p.Snapshot
+		if snap.GetNode() == nil {
+			snap.Node = &nodewardv1.Node{}
+		}
+		// The node's name is the stream's, whatever the payload claims.
+		snap.Node.Name = node
+		dup, err = s.store.CommitSnapshot(ctx, node, req.GetSequence(), snap, now)
+	case *nodewardv1.ConnectRequest_Events:
+		if req.GetSequence() == 0 {
+			return status.Error(codes.InvalidArgument, "event batch without a sequence number")
+		}
+		for _, ev := range p.Events.GetEvents() {
+			ev.NodeName = node
+		}
+		dup, err = s.store.CommitEvents(ctx, node, req.GetSequence(), p.Events.GetEvents(), now)
+	case *nodewardv1.ConnectRequest_Hello:
+		return status.Error(codes.InvalidArgument, "Hello sent twice")
+	default:
+		return status.Error(codes.InvalidArgument, "empty message")
+	}
+	if err != nil {
+		// Not acked: the agent keeps the data and sends it again.
+		s.log.Error("commit failed", "node", node, "seq", req.GetSequence(), "err", err)
+		return status.Error(codes.Unavailable, "store commit failed")
+	}
+	return stream.Send(&nodewardv1.ConnectResponse{Payload: &nodewardv1.ConnectResponse_Ack{
+		Ack: &nodewardv1.Ack{Sequence: req.GetSequence(), Duplicate: dup},
+	}})
+}
+
+// ValidNodeName accepts Kubernetes node names: DNS subdomains.
+func ValidNodeName(name string) error {
+	if name == "" {
+		return errors.New("node name is empty")
+	}
+	if len(name) > 253 {
+		return fmt.Errorf("node name is longer than 253 characters")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return fmt.Errorf("node name %q: only lower-case letters, digits, '-' and '.' are allowed", name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,48 @@
+// Command nodeward is the fleet side of nodeward: `serve` runs the collector
+// that agents stream to, and the other verbs ask it about the fleet.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nodeward/nodeward/internal/buildinfo"
+	"github.com/nodeward/nodeward/internal/cli"
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+// run executes the command line and returns the exit status; every failure
+// is one line on stderr.
+func run(ctx context.Context, args []string) int {
+	cl := &client{}
+	root := &cobra.Command{
+		Use:   "nodeward",
+		Short: "Fleet posture and live security events for Kubernetes worker nodes",
+		Long: `nodeward collects what nodeward-agent reports from every worker node: OS facts,
+packages, listening ports, posture findings, exec and SSH events. Run "nodeward serve"
+as the collector; the other verbs ask a running collector (--server, or $NODEWARD_SERVER).`,
+		Version:       buildinfo.Version(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetArgs(args)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())
+	})
+	cl.addFlags(root)
+	root.AddCommand(serveCmd(), nodesCmd(cl), nodeCmd(cl))
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "nodeward: %s\n", cli.Describe(err, cl.server))
+		return 1
+	}
+	return 0
+}
