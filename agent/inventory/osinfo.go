@@ -25,13 +25,13 @@ import (
 const maxSmallFile = 64 << 10
 
 func init() {
-	source.Register(source.Source{Name: "os", Collect: collectOS})
+	source.Register(source.Source{Name: "os", Phase: source.Facts, Collect: collectOS})
 }
 
 // collectOS gathers the node's identity: os-release through the host root,
 // kernel and architecture from uname(2), boot id and time from the host's
 // /proc.
-func collectOS(_ context.Context, env *source.Env) (*nodewardv1.Snapshot, error) {
+func collectOS(_ context.Context, env *source.Env, _ *nodewardv1.Snapshot) (*nodewardv1.Snapshot, error) {
 	node := &nodewardv1.Node{}
 	var errs []error
 

@@ -25,11 +25,25 @@ type Env struct {
 	Proc string
 }
 
+// Phase orders sources: every Facts source runs (concurrently) before any
+// Checks source, and checks see what the facts sources found.
+type Phase int
+
+const (
+	// Facts sources read the node: OS facts, packages, ports.
+	Facts Phase = iota
+	// Checks sources judge the node, given the facts gathered so far.
+	Checks
+)
+
 // Source is one unit of collection. Collect returns the part of the
-// snapshot it owns; on error it may still return what it got.
+// snapshot it owns; on error it may still return what it got. facts is nil
+// in the Facts phase and the merged facts in the Checks phase; it must not
+// be modified.
 type Source struct {
 	Name    string
-	Collect func(ctx context.Context, env *Env) (*nodewardv1.Snapshot, error)
+	Phase   Phase
+	Collect func(ctx context.Context, env *Env, facts *nodewardv1.Snapshot) (*nodewardv1.Snapshot, error)
 }
 
 var (
@@ -59,8 +73,8 @@ func Names() []string {
 	return names
 }
 
-// Run runs the named sources (all when only is empty) concurrently and
-// merges their parts, in name order, into one snapshot.
+// Run runs the named sources (all when only is empty), each phase
+// concurrently, and merges their parts, in name order, into one snapshot.
 func Run(ctx context.Context, env *Env, only []string) (*nodewardv1.Snapshot, error) {
 	names := Names()
 	if len(only) > 0 {
@@ -72,20 +86,38 @@ func Run(ctx context.Context, env *Env, only []string) (*nodewardv1.Snapshot, er
 		names = only
 		sort.Strings(names)
 	}
+	snap := &nodewardv1.Snapshot{CollectedAt: timestamppb.Now()}
+	for _, phase := range []Phase{Facts, Checks} {
+		var batch []Source
+		mu.Lock()
+		for _, n := range names {
+			if registry[n].Phase == phase {
+				batch = append(batch, registry[n])
+			}
+		}
+		mu.Unlock()
+		var facts *nodewardv1.Snapshot
+		if phase == Checks {
+			facts = snap
+		}
+		runPhase(ctx, env, batch, facts, snap)
+	}
+	return snap, nil
+}
+
+// runPhase runs batch concurrently and merges the parts into snap.
+func runPhase(ctx context.Context, env *Env, batch []Source, facts, snap *nodewardv1.Snapshot) {
 	type result struct {
 		part   *nodewardv1.Snapshot
 		status *nodewardv1.SourceStatus
 	}
-	results := make([]result, len(names))
+	results := make([]result, len(batch))
 	var wg sync.WaitGroup
-	for i, name := range names {
-		mu.Lock()
-		s := registry[name]
-		mu.Unlock()
+	for i, s := range batch {
 		wg.Go(func() {
 			start := time.Now()
-			part, err := s.Collect(ctx, env)
-			st := &nodewardv1.SourceStatus{Name: name, Ok: err == nil, DurationMicros: uint64(time.Since(start).Microseconds())}
+			part, err := s.Collect(ctx, env, facts)
+			st := &nodewardv1.SourceStatus{Name: s.Name, Ok: err == nil, DurationMicros: uint64(time.Since(start).Microseconds())}
 			if err != nil {
 				st.Error = err.Error()
 			}
@@ -93,12 +125,10 @@ func Run(ctx context.Context, env *Env, only []string) (*nodewardv1.Snapshot, er
 		})
 	}
 	wg.Wait()
-	snap := &nodewardv1.Snapshot{CollectedAt: timestamppb.Now()}
 	for _, r := range results {
 		if r.part != nil {
 			proto.Merge(snap, r.part)
 		}
 		snap.Sources = append(snap.Sources, r.status)
 	}
-	return snap, nil
 }
