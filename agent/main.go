@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	_ "github.com/nodeward/nodeward/agent/inventory" // registers the inventory sources
+	_ "github.com/nodeward/nodeward/agent/posture"   // registers the posture checks
 	"github.com/nodeward/nodeward/internal/buildinfo"
 	"github.com/spf13/cobra"
 )
