@@ -270,8 +270,10 @@ type PostureSummary struct {
 	FailingInfo     uint32 `protobuf:"varint,6,opt,name=failing_info,json=failingInfo,proto3" json:"failing_info,omitempty"`
 	Unknown         uint32 `protobuf:"varint,7,opt,name=unknown,proto3" json:"unknown,omitempty"`
 	Errors          uint32 `protobuf:"varint,8,opt,name=errors,proto3" json:"errors,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Findings that passed or failed; the score means nothing when 0.
+	Decided       uint32 `protobuf:"varint,9,opt,name=decided,proto3" json:"decided,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PostureSummary) Reset() {
@@ -356,6 +358,13 @@ func (x *PostureSummary) GetUnknown() uint32 {
 func (x *PostureSummary) GetErrors() uint32 {
 	if x != nil {
 		return x.Errors
+	}
+	return 0
+}
+
+func (x *PostureSummary) GetDecided() uint32 {
+	if x != nil {
+		return x.Decided
 	}
 	return 0
 }
@@ -551,7 +560,7 @@ const file_nodeward_v1_node_proto_rawDesc = "" +
 	"\rTracingStatus\x12/\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x19.nodeward.v1.TracingStateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1a\n" +
-	"\bprograms\x18\x03 \x03(\tR\bprograms\"\x91\x02\n" +
+	"\bprograms\x18\x03 \x03(\tR\bprograms\"\xab\x02\n" +
 	"\x0ePostureSummary\x12\x14\n" +
 	"\x05score\x18\x01 \x01(\rR\x05score\x12)\n" +
 	"\x10failing_critical\x18\x02 \x01(\rR\x0ffailingCritical\x12!\n" +
@@ -561,7 +570,8 @@ const file_nodeward_v1_node_proto_rawDesc = "" +
 	"failingLow\x12!\n" +
 	"\ffailing_info\x18\x06 \x01(\rR\vfailingInfo\x12\x18\n" +
 	"\aunknown\x18\a \x01(\rR\aunknown\x12\x16\n" +
-	"\x06errors\x18\b \x01(\rR\x06errors\"\xab\x05\n" +
+	"\x06errors\x18\b \x01(\rR\x06errors\x12\x18\n" +
+	"\adecided\x18\t \x01(\rR\adecided\"\xab\x05\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
 	"\x02os\x18\x02 \x01(\v2\x16.nodeward.v1.OsReleaseR\x02os\x12%\n" +

@@ -9,6 +9,8 @@ package nodewardv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -20,6 +22,191 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// VersionOp compares a package's version with a given one, by the rules of
+// the package's own manager (dpkg or rpm ordering).
+type VersionOp int32
+
+const (
+	VersionOp_VERSION_OP_UNSPECIFIED VersionOp = 0
+	VersionOp_VERSION_OP_LT          VersionOp = 1
+	VersionOp_VERSION_OP_LE          VersionOp = 2
+	VersionOp_VERSION_OP_EQ          VersionOp = 3
+	VersionOp_VERSION_OP_GE          VersionOp = 4
+	VersionOp_VERSION_OP_GT          VersionOp = 5
+	VersionOp_VERSION_OP_NE          VersionOp = 6
+)
+
+// Enum value maps for VersionOp.
+var (
+	VersionOp_name = map[int32]string{
+		0: "VERSION_OP_UNSPECIFIED",
+		1: "VERSION_OP_LT",
+		2: "VERSION_OP_LE",
+		3: "VERSION_OP_EQ",
+		4: "VERSION_OP_GE",
+		5: "VERSION_OP_GT",
+		6: "VERSION_OP_NE",
+	}
+	VersionOp_value = map[string]int32{
+		"VERSION_OP_UNSPECIFIED": 0,
+		"VERSION_OP_LT":          1,
+		"VERSION_OP_LE":          2,
+		"VERSION_OP_EQ":          3,
+		"VERSION_OP_GE":          4,
+		"VERSION_OP_GT":          5,
+		"VERSION_OP_NE":          6,
+	}
+)
+
+func (x VersionOp) Enum() *VersionOp {
+	p := new(VersionOp)
+	*p = x
+	return p
+}
+
+func (x VersionOp) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (VersionOp) Descriptor() protoreflect.EnumDescriptor {
+	return file_nodeward_v1_query_service_proto_enumTypes[0].Descriptor()
+}
+
+func (VersionOp) Type() protoreflect.EnumType {
+	return &file_nodeward_v1_query_service_proto_enumTypes[0]
+}
+
+func (x VersionOp) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use VersionOp.Descriptor instead.
+func (VersionOp) EnumDescriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{0}
+}
+
+type ChangeKind int32
+
+const (
+	ChangeKind_CHANGE_KIND_UNSPECIFIED        ChangeKind = 0
+	ChangeKind_CHANGE_KIND_PACKAGE_INSTALLED  ChangeKind = 1
+	ChangeKind_CHANGE_KIND_PACKAGE_UPGRADED   ChangeKind = 2
+	ChangeKind_CHANGE_KIND_PACKAGE_DOWNGRADED ChangeKind = 3
+	ChangeKind_CHANGE_KIND_PACKAGE_REMOVED    ChangeKind = 4
+	ChangeKind_CHANGE_KIND_PORT_OPENED        ChangeKind = 5
+	ChangeKind_CHANGE_KIND_PORT_CLOSED        ChangeKind = 6
+	ChangeKind_CHANGE_KIND_FINDING_CHANGED    ChangeKind = 7
+)
+
+// Enum value maps for ChangeKind.
+var (
+	ChangeKind_name = map[int32]string{
+		0: "CHANGE_KIND_UNSPECIFIED",
+		1: "CHANGE_KIND_PACKAGE_INSTALLED",
+		2: "CHANGE_KIND_PACKAGE_UPGRADED",
+		3: "CHANGE_KIND_PACKAGE_DOWNGRADED",
+		4: "CHANGE_KIND_PACKAGE_REMOVED",
+		5: "CHANGE_KIND_PORT_OPENED",
+		6: "CHANGE_KIND_PORT_CLOSED",
+		7: "CHANGE_KIND_FINDING_CHANGED",
+	}
+	ChangeKind_value = map[string]int32{
+		"CHANGE_KIND_UNSPECIFIED":        0,
+		"CHANGE_KIND_PACKAGE_INSTALLED":  1,
+		"CHANGE_KIND_PACKAGE_UPGRADED":   2,
+		"CHANGE_KIND_PACKAGE_DOWNGRADED": 3,
+		"CHANGE_KIND_PACKAGE_REMOVED":    4,
+		"CHANGE_KIND_PORT_OPENED":        5,
+		"CHANGE_KIND_PORT_CLOSED":        6,
+		"CHANGE_KIND_FINDING_CHANGED":    7,
+	}
+)
+
+func (x ChangeKind) Enum() *ChangeKind {
+	p := new(ChangeKind)
+	*p = x
+	return p
+}
+
+func (x ChangeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_nodeward_v1_query_service_proto_enumTypes[1].Descriptor()
+}
+
+func (ChangeKind) Type() protoreflect.EnumType {
+	return &file_nodeward_v1_query_service_proto_enumTypes[1]
+}
+
+func (x ChangeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeKind.Descriptor instead.
+func (ChangeKind) EnumDescriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{1}
+}
+
+type EventKind int32
+
+const (
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	EventKind_EVENT_KIND_EXEC        EventKind = 1
+	EventKind_EVENT_KIND_EXIT        EventKind = 2
+	EventKind_EVENT_KIND_SSH         EventKind = 3
+	EventKind_EVENT_KIND_LOSS        EventKind = 4
+	EventKind_EVENT_KIND_GAP         EventKind = 5
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0: "EVENT_KIND_UNSPECIFIED",
+		1: "EVENT_KIND_EXEC",
+		2: "EVENT_KIND_EXIT",
+		3: "EVENT_KIND_SSH",
+		4: "EVENT_KIND_LOSS",
+		5: "EVENT_KIND_GAP",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED": 0,
+		"EVENT_KIND_EXEC":        1,
+		"EVENT_KIND_EXIT":        2,
+		"EVENT_KIND_SSH":         3,
+		"EVENT_KIND_LOSS":        4,
+		"EVENT_KIND_GAP":         5,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_nodeward_v1_query_service_proto_enumTypes[2].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_nodeward_v1_query_service_proto_enumTypes[2]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{2}
+}
 
 type ListNodesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -223,11 +410,1162 @@ func (x *GetNodeResponse) GetSnapshot() *Snapshot {
 	return nil
 }
 
+type ListFindingsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only this node; all when empty.
+	NodeName string `protobuf:"bytes,3,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	CheckId  string `protobuf:"bytes,4,opt,name=check_id,json=checkId,proto3" json:"check_id,omitempty"`
+	// At least this severity.
+	MinSeverity Severity `protobuf:"varint,5,opt,name=min_severity,json=minSeverity,proto3,enum=nodeward.v1.Severity" json:"min_severity,omitempty"`
+	// Only this status; all when unspecified.
+	Status        FindingStatus `protobuf:"varint,6,opt,name=status,proto3,enum=nodeward.v1.FindingStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFindingsRequest) Reset() {
+	*x = ListFindingsRequest{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFindingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFindingsRequest) ProtoMessage() {}
+
+func (x *ListFindingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFindingsRequest.ProtoReflect.Descriptor instead.
+func (*ListFindingsRequest) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListFindingsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListFindingsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListFindingsRequest) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *ListFindingsRequest) GetCheckId() string {
+	if x != nil {
+		return x.CheckId
+	}
+	return ""
+}
+
+func (x *ListFindingsRequest) GetMinSeverity() Severity {
+	if x != nil {
+		return x.MinSeverity
+	}
+	return Severity_SEVERITY_UNSPECIFIED
+}
+
+func (x *ListFindingsRequest) GetStatus() FindingStatus {
+	if x != nil {
+		return x.Status
+	}
+	return FindingStatus_FINDING_STATUS_UNSPECIFIED
+}
+
+type ListFindingsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Findings      []*Finding             `protobuf:"bytes,1,rep,name=findings,proto3" json:"findings,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFindingsResponse) Reset() {
+	*x = ListFindingsResponse{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFindingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFindingsResponse) ProtoMessage() {}
+
+func (x *ListFindingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFindingsResponse.ProtoReflect.Descriptor instead.
+func (*ListFindingsResponse) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListFindingsResponse) GetFindings() []*Finding {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+func (x *ListFindingsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type ListPackagesRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Exact package name; required unless node_name is set.
+	Name      string    `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	NodeName  string    `protobuf:"bytes,4,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	VersionOp VersionOp `protobuf:"varint,5,opt,name=version_op,json=versionOp,proto3,enum=nodeward.v1.VersionOp" json:"version_op,omitempty"`
+	// Compared as [epoch:]version[-release].
+	Version       string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPackagesRequest) Reset() {
+	*x = ListPackagesRequest{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPackagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPackagesRequest) ProtoMessage() {}
+
+func (x *ListPackagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPackagesRequest.ProtoReflect.Descriptor instead.
+func (*ListPackagesRequest) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListPackagesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPackagesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListPackagesRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListPackagesRequest) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *ListPackagesRequest) GetVersionOp() VersionOp {
+	if x != nil {
+		return x.VersionOp
+	}
+	return VersionOp_VERSION_OP_UNSPECIFIED
+}
+
+func (x *ListPackagesRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+// NodePackage is one package on one node.
+type NodePackage struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeName string                 `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	Package  *Package               `protobuf:"bytes,2,opt,name=package,proto3" json:"package,omitempty"`
+	// When the collector first saw this version on the node.
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodePackage) Reset() {
+	*x = NodePackage{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodePackage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodePackage) ProtoMessage() {}
+
+func (x *NodePackage) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodePackage.ProtoReflect.Descriptor instead.
+func (*NodePackage) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NodePackage) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *NodePackage) GetPackage() *Package {
+	if x != nil {
+		return x.Package
+	}
+	return nil
+}
+
+func (x *NodePackage) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+type ListPackagesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packages      []*NodePackage         `protobuf:"bytes,1,rep,name=packages,proto3" json:"packages,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPackagesResponse) Reset() {
+	*x = ListPackagesResponse{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPackagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPackagesResponse) ProtoMessage() {}
+
+func (x *ListPackagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPackagesResponse.ProtoReflect.Descriptor instead.
+func (*ListPackagesResponse) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListPackagesResponse) GetPackages() []*NodePackage {
+	if x != nil {
+		return x.Packages
+	}
+	return nil
+}
+
+func (x *ListPackagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type ListPortsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// 0: any port.
+	Port     uint32   `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	Protocol Protocol `protobuf:"varint,4,opt,name=protocol,proto3,enum=nodeward.v1.Protocol" json:"protocol,omitempty"`
+	// Only ports bound beyond loopback.
+	ExposedOnly   bool   `protobuf:"varint,5,opt,name=exposed_only,json=exposedOnly,proto3" json:"exposed_only,omitempty"`
+	NodeName      string `protobuf:"bytes,6,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPortsRequest) Reset() {
+	*x = ListPortsRequest{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPortsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPortsRequest) ProtoMessage() {}
+
+func (x *ListPortsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPortsRequest.ProtoReflect.Descriptor instead.
+func (*ListPortsRequest) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListPortsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPortsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListPortsRequest) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ListPortsRequest) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+func (x *ListPortsRequest) GetExposedOnly() bool {
+	if x != nil {
+		return x.ExposedOnly
+	}
+	return false
+}
+
+func (x *ListPortsRequest) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+// NodePort is one listening socket on one node.
+type NodePort struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeName      string                 `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	Port          *ListeningPort         `protobuf:"bytes,2,opt,name=port,proto3" json:"port,omitempty"`
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodePort) Reset() {
+	*x = NodePort{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodePort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodePort) ProtoMessage() {}
+
+func (x *NodePort) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodePort.ProtoReflect.Descriptor instead.
+func (*NodePort) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NodePort) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *NodePort) GetPort() *ListeningPort {
+	if x != nil {
+		return x.Port
+	}
+	return nil
+}
+
+func (x *NodePort) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+type ListPortsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ports         []*NodePort            `protobuf:"bytes,1,rep,name=ports,proto3" json:"ports,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPortsResponse) Reset() {
+	*x = ListPortsResponse{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPortsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPortsResponse) ProtoMessage() {}
+
+func (x *ListPortsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPortsResponse.ProtoReflect.Descriptor instead.
+func (*ListPortsResponse) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListPortsResponse) GetPorts() []*NodePort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *ListPortsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Change is one difference between two snapshots of a node.
+type Change struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeName string                 `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	Time     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Kind     ChangeKind             `protobuf:"varint,3,opt,name=kind,proto3,enum=nodeward.v1.ChangeKind" json:"kind,omitempty"`
+	// Package name, "tcp/0.0.0.0:22" for a port, or the check id.
+	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Version or status before and after.
+	From string `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
+	To   string `protobuf:"bytes,6,opt,name=to,proto3" json:"to,omitempty"`
+	// The snapshot sequence that showed the change.
+	Sequence      uint64 `protobuf:"varint,7,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Change) Reset() {
+	*x = Change{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Change) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Change) ProtoMessage() {}
+
+func (x *Change) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Change.ProtoReflect.Descriptor instead.
+func (*Change) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Change) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *Change) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Change) GetKind() ChangeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ChangeKind_CHANGE_KIND_UNSPECIFIED
+}
+
+func (x *Change) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *Change) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *Change) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *Change) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+type ListChangesRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	NodeName  string                 `protobuf:"bytes,3,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// Only these kinds; all when empty.
+	Kinds         []ChangeKind           `protobuf:"varint,4,rep,packed,name=kinds,proto3,enum=nodeward.v1.ChangeKind" json:"kinds,omitempty"`
+	Subject       string                 `protobuf:"bytes,5,opt,name=subject,proto3" json:"subject,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangesRequest) Reset() {
+	*x = ListChangesRequest{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangesRequest) ProtoMessage() {}
+
+func (x *ListChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangesRequest.ProtoReflect.Descriptor instead.
+func (*ListChangesRequest) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListChangesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListChangesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListChangesRequest) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *ListChangesRequest) GetKinds() []ChangeKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *ListChangesRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ListChangesRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ListChangesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Changes       []*Change `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	NextPageToken string    `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangesResponse) Reset() {
+	*x = ListChangesResponse{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangesResponse) ProtoMessage() {}
+
+func (x *ListChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangesResponse.ProtoReflect.Descriptor instead.
+func (*ListChangesResponse) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListChangesResponse) GetChanges() []*Change {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *ListChangesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// EventFilter matches an event when every field set matches (AND); a list
+// field matches when any of its values does (OR). An empty filter matches
+// everything.
+type EventFilter struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeNames []string               `protobuf:"bytes,1,rep,name=node_names,json=nodeNames,proto3" json:"node_names,omitempty"`
+	Kinds     []EventKind            `protobuf:"varint,2,rep,packed,name=kinds,proto3,enum=nodeward.v1.EventKind" json:"kinds,omitempty"`
+	// RE2, matched against the process's filename (or comm when empty).
+	BinaryRegex string `protobuf:"bytes,3,opt,name=binary_regex,json=binaryRegex,proto3" json:"binary_regex,omitempty"`
+	// RE2, matched against the arguments joined by single spaces.
+	ArgsRegex string `protobuf:"bytes,4,opt,name=args_regex,json=argsRegex,proto3" json:"args_regex,omitempty"`
+	// User names (ssh events, sessions).
+	Users        []string `protobuf:"bytes,5,rep,name=users,proto3" json:"users,omitempty"`
+	Uids         []uint32 `protobuf:"varint,6,rep,packed,name=uids,proto3" json:"uids,omitempty"`
+	PodNames     []string `protobuf:"bytes,7,rep,name=pod_names,json=podNames,proto3" json:"pod_names,omitempty"`
+	Namespaces   []string `protobuf:"bytes,8,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	ContainerIds []string `protobuf:"bytes,9,rep,name=container_ids,json=containerIds,proto3" json:"container_ids,omitempty"`
+	// RE2, matched against the parent's and every ancestor's filename.
+	AncestorBinaryRegex string   `protobuf:"bytes,10,opt,name=ancestor_binary_regex,json=ancestorBinaryRegex,proto3" json:"ancestor_binary_regex,omitempty"`
+	SshSessionIds       []string `protobuf:"bytes,11,rep,name=ssh_session_ids,json=sshSessionIds,proto3" json:"ssh_session_ids,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *EventFilter) Reset() {
+	*x = EventFilter{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventFilter) ProtoMessage() {}
+
+func (x *EventFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventFilter.ProtoReflect.Descriptor instead.
+func (*EventFilter) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EventFilter) GetNodeNames() []string {
+	if x != nil {
+		return x.NodeNames
+	}
+	return nil
+}
+
+func (x *EventFilter) GetKinds() []EventKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *EventFilter) GetBinaryRegex() string {
+	if x != nil {
+		return x.BinaryRegex
+	}
+	return ""
+}
+
+func (x *EventFilter) GetArgsRegex() string {
+	if x != nil {
+		return x.ArgsRegex
+	}
+	return ""
+}
+
+func (x *EventFilter) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *EventFilter) GetUids() []uint32 {
+	if x != nil {
+		return x.Uids
+	}
+	return nil
+}
+
+func (x *EventFilter) GetPodNames() []string {
+	if x != nil {
+		return x.PodNames
+	}
+	return nil
+}
+
+func (x *EventFilter) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *EventFilter) GetContainerIds() []string {
+	if x != nil {
+		return x.ContainerIds
+	}
+	return nil
+}
+
+func (x *EventFilter) GetAncestorBinaryRegex() string {
+	if x != nil {
+		return x.AncestorBinaryRegex
+	}
+	return ""
+}
+
+func (x *EventFilter) GetSshSessionIds() []string {
+	if x != nil {
+		return x.SshSessionIds
+	}
+	return nil
+}
+
+type QueryEventsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PageSize  int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Inclusive start, exclusive end; unset means unbounded.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	Filter    *EventFilter           `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Case-sensitive substring of the filename, arguments, user or remote
+	// address.
+	Text          string `protobuf:"bytes,6,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryEventsRequest) Reset() {
+	*x = QueryEventsRequest{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryEventsRequest) ProtoMessage() {}
+
+func (x *QueryEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryEventsRequest.ProtoReflect.Descriptor instead.
+func (*QueryEventsRequest) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *QueryEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *QueryEventsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *QueryEventsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *QueryEventsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *QueryEventsRequest) GetFilter() *EventFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *QueryEventsRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+type QueryEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Events        []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	NextPageToken string   `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryEventsResponse) Reset() {
+	*x = QueryEventsResponse{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryEventsResponse) ProtoMessage() {}
+
+func (x *QueryEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryEventsResponse.ProtoReflect.Descriptor instead.
+func (*QueryEventsResponse) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *QueryEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *QueryEventsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type TailEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An event passes when it matches any allow filter (or there is none)
+	// and no deny filter.
+	Allow []*EventFilter `protobuf:"bytes,1,rep,name=allow,proto3" json:"allow,omitempty"`
+	Deny  []*EventFilter `protobuf:"bytes,2,rep,name=deny,proto3" json:"deny,omitempty"`
+	// Paths into Event to keep, e.g. "exec.process.filename"; node_name,
+	// sequence, index, time and gap bodies are always kept. All when empty.
+	FieldMask     *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=field_mask,json=fieldMask,proto3" json:"field_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailEventsRequest) Reset() {
+	*x = TailEventsRequest{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailEventsRequest) ProtoMessage() {}
+
+func (x *TailEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailEventsRequest.ProtoReflect.Descriptor instead.
+func (*TailEventsRequest) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *TailEventsRequest) GetAllow() []*EventFilter {
+	if x != nil {
+		return x.Allow
+	}
+	return nil
+}
+
+func (x *TailEventsRequest) GetDeny() []*EventFilter {
+	if x != nil {
+		return x.Deny
+	}
+	return nil
+}
+
+func (x *TailEventsRequest) GetFieldMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.FieldMask
+	}
+	return nil
+}
+
+type TailEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailEventsResponse) Reset() {
+	*x = TailEventsResponse{}
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailEventsResponse) ProtoMessage() {}
+
+func (x *TailEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_query_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailEventsResponse.ProtoReflect.Descriptor instead.
+func (*TailEventsResponse) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TailEventsResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 var File_nodeward_v1_query_service_proto protoreflect.FileDescriptor
 
 const file_nodeward_v1_query_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1fnodeward/v1/query_service.proto\x12\vnodeward.v1\x1a\x1fnodeward/v1/agent_service.proto\x1a\x16nodeward/v1/node.proto\"N\n" +
+	"\x1fnodeward/v1/query_service.proto\x12\vnodeward.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fnodeward/v1/agent_service.proto\x1a\x17nodeward/v1/event.proto\x1a\x19nodeward/v1/finding.proto\x1a\x1bnodeward/v1/inventory.proto\x1a\x16nodeward/v1/node.proto\"N\n" +
 	"\x10ListNodesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -239,10 +1577,141 @@ const file_nodeward_v1_query_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"k\n" +
 	"\x0fGetNodeResponse\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.nodeward.v1.NodeR\x04node\x121\n" +
-	"\bsnapshot\x18\x02 \x01(\v2\x15.nodeward.v1.SnapshotR\bsnapshot2\xa0\x01\n" +
+	"\bsnapshot\x18\x02 \x01(\v2\x15.nodeward.v1.SnapshotR\bsnapshot\"\xf7\x01\n" +
+	"\x13ListFindingsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1b\n" +
+	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12\x19\n" +
+	"\bcheck_id\x18\x04 \x01(\tR\acheckId\x128\n" +
+	"\fmin_severity\x18\x05 \x01(\x0e2\x15.nodeward.v1.SeverityR\vminSeverity\x122\n" +
+	"\x06status\x18\x06 \x01(\x0e2\x1a.nodeward.v1.FindingStatusR\x06status\"p\n" +
+	"\x14ListFindingsResponse\x120\n" +
+	"\bfindings\x18\x01 \x03(\v2\x14.nodeward.v1.FindingR\bfindings\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd3\x01\n" +
+	"\x13ListPackagesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1b\n" +
+	"\tnode_name\x18\x04 \x01(\tR\bnodeName\x125\n" +
+	"\n" +
+	"version_op\x18\x05 \x01(\x0e2\x16.nodeward.v1.VersionOpR\tversionOp\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\"\x95\x01\n" +
+	"\vNodePackage\x12\x1b\n" +
+	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12.\n" +
+	"\apackage\x18\x02 \x01(\v2\x14.nodeward.v1.PackageR\apackage\x129\n" +
+	"\n" +
+	"first_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\"t\n" +
+	"\x14ListPackagesResponse\x124\n" +
+	"\bpackages\x18\x01 \x03(\v2\x18.nodeward.v1.NodePackageR\bpackages\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd5\x01\n" +
+	"\x10ListPortsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x121\n" +
+	"\bprotocol\x18\x04 \x01(\x0e2\x15.nodeward.v1.ProtocolR\bprotocol\x12!\n" +
+	"\fexposed_only\x18\x05 \x01(\bR\vexposedOnly\x12\x1b\n" +
+	"\tnode_name\x18\x06 \x01(\tR\bnodeName\"\x92\x01\n" +
+	"\bNodePort\x12\x1b\n" +
+	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12.\n" +
+	"\x04port\x18\x02 \x01(\v2\x1a.nodeward.v1.ListeningPortR\x04port\x129\n" +
+	"\n" +
+	"first_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\"h\n" +
+	"\x11ListPortsResponse\x12+\n" +
+	"\x05ports\x18\x01 \x03(\v2\x15.nodeward.v1.NodePortR\x05ports\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xdc\x01\n" +
+	"\x06Change\x12\x1b\n" +
+	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x17.nodeward.v1.ChangeKindR\x04kind\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\x12\x12\n" +
+	"\x04from\x18\x05 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x06 \x01(\tR\x02to\x12\x1a\n" +
+	"\bsequence\x18\a \x01(\x04R\bsequence\"\xe8\x01\n" +
+	"\x12ListChangesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1b\n" +
+	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12-\n" +
+	"\x05kinds\x18\x04 \x03(\x0e2\x17.nodeward.v1.ChangeKindR\x05kinds\x12\x18\n" +
+	"\asubject\x18\x05 \x01(\tR\asubject\x120\n" +
+	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"l\n" +
+	"\x13ListChangesResponse\x12-\n" +
+	"\achanges\x18\x01 \x03(\v2\x13.nodeward.v1.ChangeR\achanges\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x84\x03\n" +
+	"\vEventFilter\x12\x1d\n" +
+	"\n" +
+	"node_names\x18\x01 \x03(\tR\tnodeNames\x12,\n" +
+	"\x05kinds\x18\x02 \x03(\x0e2\x16.nodeward.v1.EventKindR\x05kinds\x12!\n" +
+	"\fbinary_regex\x18\x03 \x01(\tR\vbinaryRegex\x12\x1d\n" +
+	"\n" +
+	"args_regex\x18\x04 \x01(\tR\targsRegex\x12\x14\n" +
+	"\x05users\x18\x05 \x03(\tR\x05users\x12\x12\n" +
+	"\x04uids\x18\x06 \x03(\rR\x04uids\x12\x1b\n" +
+	"\tpod_names\x18\a \x03(\tR\bpodNames\x12\x1e\n" +
+	"\n" +
+	"namespaces\x18\b \x03(\tR\n" +
+	"namespaces\x12#\n" +
+	"\rcontainer_ids\x18\t \x03(\tR\fcontainerIds\x122\n" +
+	"\x15ancestor_binary_regex\x18\n" +
+	" \x01(\tR\x13ancestorBinaryRegex\x12&\n" +
+	"\x0fssh_session_ids\x18\v \x03(\tR\rsshSessionIds\"\x88\x02\n" +
+	"\x12QueryEventsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x129\n" +
+	"\n" +
+	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x120\n" +
+	"\x06filter\x18\x05 \x01(\v2\x18.nodeward.v1.EventFilterR\x06filter\x12\x12\n" +
+	"\x04text\x18\x06 \x01(\tR\x04text\"i\n" +
+	"\x13QueryEventsResponse\x12*\n" +
+	"\x06events\x18\x01 \x03(\v2\x12.nodeward.v1.EventR\x06events\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xac\x01\n" +
+	"\x11TailEventsRequest\x12.\n" +
+	"\x05allow\x18\x01 \x03(\v2\x18.nodeward.v1.EventFilterR\x05allow\x12,\n" +
+	"\x04deny\x18\x02 \x03(\v2\x18.nodeward.v1.EventFilterR\x04deny\x129\n" +
+	"\n" +
+	"field_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\tfieldMask\">\n" +
+	"\x12TailEventsResponse\x12(\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.nodeward.v1.EventR\x05event*\x99\x01\n" +
+	"\tVersionOp\x12\x1a\n" +
+	"\x16VERSION_OP_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rVERSION_OP_LT\x10\x01\x12\x11\n" +
+	"\rVERSION_OP_LE\x10\x02\x12\x11\n" +
+	"\rVERSION_OP_EQ\x10\x03\x12\x11\n" +
+	"\rVERSION_OP_GE\x10\x04\x12\x11\n" +
+	"\rVERSION_OP_GT\x10\x05\x12\x11\n" +
+	"\rVERSION_OP_NE\x10\x06*\x8e\x02\n" +
+	"\n" +
+	"ChangeKind\x12\x1b\n" +
+	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dCHANGE_KIND_PACKAGE_INSTALLED\x10\x01\x12 \n" +
+	"\x1cCHANGE_KIND_PACKAGE_UPGRADED\x10\x02\x12\"\n" +
+	"\x1eCHANGE_KIND_PACKAGE_DOWNGRADED\x10\x03\x12\x1f\n" +
+	"\x1bCHANGE_KIND_PACKAGE_REMOVED\x10\x04\x12\x1b\n" +
+	"\x17CHANGE_KIND_PORT_OPENED\x10\x05\x12\x1b\n" +
+	"\x17CHANGE_KIND_PORT_CLOSED\x10\x06\x12\x1f\n" +
+	"\x1bCHANGE_KIND_FINDING_CHANGED\x10\a*\x8e\x01\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fEVENT_KIND_EXEC\x10\x01\x12\x13\n" +
+	"\x0fEVENT_KIND_EXIT\x10\x02\x12\x12\n" +
+	"\x0eEVENT_KIND_SSH\x10\x03\x12\x13\n" +
+	"\x0fEVENT_KIND_LOSS\x10\x04\x12\x12\n" +
+	"\x0eEVENT_KIND_GAP\x10\x052\x8b\x05\n" +
 	"\fQueryService\x12J\n" +
 	"\tListNodes\x12\x1d.nodeward.v1.ListNodesRequest\x1a\x1e.nodeward.v1.ListNodesResponse\x12D\n" +
-	"\aGetNode\x12\x1b.nodeward.v1.GetNodeRequest\x1a\x1c.nodeward.v1.GetNodeResponseB;Z9github.com/nodeward/nodeward/proto/nodeward/v1;nodewardv1b\x06proto3"
+	"\aGetNode\x12\x1b.nodeward.v1.GetNodeRequest\x1a\x1c.nodeward.v1.GetNodeResponse\x12S\n" +
+	"\fListFindings\x12 .nodeward.v1.ListFindingsRequest\x1a!.nodeward.v1.ListFindingsResponse\x12S\n" +
+	"\fListPackages\x12 .nodeward.v1.ListPackagesRequest\x1a!.nodeward.v1.ListPackagesResponse\x12J\n" +
+	"\tListPorts\x12\x1d.nodeward.v1.ListPortsRequest\x1a\x1e.nodeward.v1.ListPortsResponse\x12P\n" +
+	"\vListChanges\x12\x1f.nodeward.v1.ListChangesRequest\x1a .nodeward.v1.ListChangesResponse\x12P\n" +
+	"\vQueryEvents\x12\x1f.nodeward.v1.QueryEventsRequest\x1a .nodeward.v1.QueryEventsResponse\x12O\n" +
+	"\n" +
+	"TailEvents\x12\x1e.nodeward.v1.TailEventsRequest\x1a\x1f.nodeward.v1.TailEventsResponse0\x01B;Z9github.com/nodeward/nodeward/proto/nodeward/v1;nodewardv1b\x06proto3"
 
 var (
 	file_nodeward_v1_query_service_proto_rawDescOnce sync.Once
@@ -256,28 +1725,94 @@ func file_nodeward_v1_query_service_proto_rawDescGZIP() []byte {
 	return file_nodeward_v1_query_service_proto_rawDescData
 }
 
-var file_nodeward_v1_query_service_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_nodeward_v1_query_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_nodeward_v1_query_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_nodeward_v1_query_service_proto_goTypes = []any{
-	(*ListNodesRequest)(nil),  // 0: nodeward.v1.ListNodesRequest
-	(*ListNodesResponse)(nil), // 1: nodeward.v1.ListNodesResponse
-	(*GetNodeRequest)(nil),    // 2: nodeward.v1.GetNodeRequest
-	(*GetNodeResponse)(nil),   // 3: nodeward.v1.GetNodeResponse
-	(*Node)(nil),              // 4: nodeward.v1.Node
-	(*Snapshot)(nil),          // 5: nodeward.v1.Snapshot
+	(VersionOp)(0),                // 0: nodeward.v1.VersionOp
+	(ChangeKind)(0),               // 1: nodeward.v1.ChangeKind
+	(EventKind)(0),                // 2: nodeward.v1.EventKind
+	(*ListNodesRequest)(nil),      // 3: nodeward.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),     // 4: nodeward.v1.ListNodesResponse
+	(*GetNodeRequest)(nil),        // 5: nodeward.v1.GetNodeRequest
+	(*GetNodeResponse)(nil),       // 6: nodeward.v1.GetNodeResponse
+	(*ListFindingsRequest)(nil),   // 7: nodeward.v1.ListFindingsRequest
+	(*ListFindingsResponse)(nil),  // 8: nodeward.v1.ListFindingsResponse
+	(*ListPackagesRequest)(nil),   // 9: nodeward.v1.ListPackagesRequest
+	(*NodePackage)(nil),           // 10: nodeward.v1.NodePackage
+	(*ListPackagesResponse)(nil),  // 11: nodeward.v1.ListPackagesResponse
+	(*ListPortsRequest)(nil),      // 12: nodeward.v1.ListPortsRequest
+	(*NodePort)(nil),              // 13: nodeward.v1.NodePort
+	(*ListPortsResponse)(nil),     // 14: nodeward.v1.ListPortsResponse
+	(*Change)(nil),                // 15: nodeward.v1.Change
+	(*ListChangesRequest)(nil),    // 16: nodeward.v1.ListChangesRequest
+	(*ListChangesResponse)(nil),   // 17: nodeward.v1.ListChangesResponse
+	(*EventFilter)(nil),           // 18: nodeward.v1.EventFilter
+	(*QueryEventsRequest)(nil),    // 19: nodeward.v1.QueryEventsRequest
+	(*QueryEventsResponse)(nil),   // 20: nodeward.v1.QueryEventsResponse
+	(*TailEventsRequest)(nil),     // 21: nodeward.v1.TailEventsRequest
+	(*TailEventsResponse)(nil),    // 22: nodeward.v1.TailEventsResponse
+	(*Node)(nil),                  // 23: nodeward.v1.Node
+	(*Snapshot)(nil),              // 24: nodeward.v1.Snapshot
+	(Severity)(0),                 // 25: nodeward.v1.Severity
+	(FindingStatus)(0),            // 26: nodeward.v1.FindingStatus
+	(*Finding)(nil),               // 27: nodeward.v1.Finding
+	(*Package)(nil),               // 28: nodeward.v1.Package
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(Protocol)(0),                 // 30: nodeward.v1.Protocol
+	(*ListeningPort)(nil),         // 31: nodeward.v1.ListeningPort
+	(*Event)(nil),                 // 32: nodeward.v1.Event
+	(*fieldmaskpb.FieldMask)(nil), // 33: google.protobuf.FieldMask
 }
 var file_nodeward_v1_query_service_proto_depIdxs = []int32{
-	4, // 0: nodeward.v1.ListNodesResponse.nodes:type_name -> nodeward.v1.Node
-	4, // 1: nodeward.v1.GetNodeResponse.node:type_name -> nodeward.v1.Node
-	5, // 2: nodeward.v1.GetNodeResponse.snapshot:type_name -> nodeward.v1.Snapshot
-	0, // 3: nodeward.v1.QueryService.ListNodes:input_type -> nodeward.v1.ListNodesRequest
-	2, // 4: nodeward.v1.QueryService.GetNode:input_type -> nodeward.v1.GetNodeRequest
-	1, // 5: nodeward.v1.QueryService.ListNodes:output_type -> nodeward.v1.ListNodesResponse
-	3, // 6: nodeward.v1.QueryService.GetNode:output_type -> nodeward.v1.GetNodeResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	23, // 0: nodeward.v1.ListNodesResponse.nodes:type_name -> nodeward.v1.Node
+	23, // 1: nodeward.v1.GetNodeResponse.node:type_name -> nodeward.v1.Node
+	24, // 2: nodeward.v1.GetNodeResponse.snapshot:type_name -> nodeward.v1.Snapshot
+	25, // 3: nodeward.v1.ListFindingsRequest.min_severity:type_name -> nodeward.v1.Severity
+	26, // 4: nodeward.v1.ListFindingsRequest.status:type_name -> nodeward.v1.FindingStatus
+	27, // 5: nodeward.v1.ListFindingsResponse.findings:type_name -> nodeward.v1.Finding
+	0,  // 6: nodeward.v1.ListPackagesRequest.version_op:type_name -> nodeward.v1.VersionOp
+	28, // 7: nodeward.v1.NodePackage.package:type_name -> nodeward.v1.Package
+	29, // 8: nodeward.v1.NodePackage.first_seen:type_name -> google.protobuf.Timestamp
+	10, // 9: nodeward.v1.ListPackagesResponse.packages:type_name -> nodeward.v1.NodePackage
+	30, // 10: nodeward.v1.ListPortsRequest.protocol:type_name -> nodeward.v1.Protocol
+	31, // 11: nodeward.v1.NodePort.port:type_name -> nodeward.v1.ListeningPort
+	29, // 12: nodeward.v1.NodePort.first_seen:type_name -> google.protobuf.Timestamp
+	13, // 13: nodeward.v1.ListPortsResponse.ports:type_name -> nodeward.v1.NodePort
+	29, // 14: nodeward.v1.Change.time:type_name -> google.protobuf.Timestamp
+	1,  // 15: nodeward.v1.Change.kind:type_name -> nodeward.v1.ChangeKind
+	1,  // 16: nodeward.v1.ListChangesRequest.kinds:type_name -> nodeward.v1.ChangeKind
+	29, // 17: nodeward.v1.ListChangesRequest.since:type_name -> google.protobuf.Timestamp
+	15, // 18: nodeward.v1.ListChangesResponse.changes:type_name -> nodeward.v1.Change
+	2,  // 19: nodeward.v1.EventFilter.kinds:type_name -> nodeward.v1.EventKind
+	29, // 20: nodeward.v1.QueryEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	29, // 21: nodeward.v1.QueryEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	18, // 22: nodeward.v1.QueryEventsRequest.filter:type_name -> nodeward.v1.EventFilter
+	32, // 23: nodeward.v1.QueryEventsResponse.events:type_name -> nodeward.v1.Event
+	18, // 24: nodeward.v1.TailEventsRequest.allow:type_name -> nodeward.v1.EventFilter
+	18, // 25: nodeward.v1.TailEventsRequest.deny:type_name -> nodeward.v1.EventFilter
+	33, // 26: nodeward.v1.TailEventsRequest.field_mask:type_name -> google.protobuf.FieldMask
+	32, // 27: nodeward.v1.TailEventsResponse.event:type_name -> nodeward.v1.Event
+	3,  // 28: nodeward.v1.QueryService.ListNodes:input_type -> nodeward.v1.ListNodesRequest
+	5,  // 29: nodeward.v1.QueryService.GetNode:input_type -> nodeward.v1.GetNodeRequest
+	7,  // 30: nodeward.v1.QueryService.ListFindings:input_type -> nodeward.v1.ListFindingsRequest
+	9,  // 31: nodeward.v1.QueryService.ListPackages:input_type -> nodeward.v1.ListPackagesRequest
+	12, // 32: nodeward.v1.QueryService.ListPorts:input_type -> nodeward.v1.ListPortsRequest
+	16, // 33: nodeward.v1.QueryService.ListChanges:input_type -> nodeward.v1.ListChangesRequest
+	19, // 34: nodeward.v1.QueryService.QueryEvents:input_type -> nodeward.v1.QueryEventsRequest
+	21, // 35: nodeward.v1.QueryService.TailEvents:input_type -> nodeward.v1.TailEventsRequest
+	4,  // 36: nodeward.v1.QueryService.ListNodes:output_type -> nodeward.v1.ListNodesResponse
+	6,  // 37: nodeward.v1.QueryService.GetNode:output_type -> nodeward.v1.GetNodeResponse
+	8,  // 38: nodeward.v1.QueryService.ListFindings:output_type -> nodeward.v1.ListFindingsResponse
+	11, // 39: nodeward.v1.QueryService.ListPackages:output_type -> nodeward.v1.ListPackagesResponse
+	14, // 40: nodeward.v1.QueryService.ListPorts:output_type -> nodeward.v1.ListPortsResponse
+	17, // 41: nodeward.v1.QueryService.ListChanges:output_type -> nodeward.v1.ListChangesResponse
+	20, // 42: nodeward.v1.QueryService.QueryEvents:output_type -> nodeward.v1.QueryEventsResponse
+	22, // 43: nodeward.v1.QueryService.TailEvents:output_type -> nodeward.v1.TailEventsResponse
+	36, // [36:44] is the sub-list for method output_type
+	28, // [28:36] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_nodeward_v1_query_service_proto_init() }
@@ -286,19 +1821,23 @@ func file_nodeward_v1_query_service_proto_init() {
 		return
 	}
 	file_nodeward_v1_agent_service_proto_init()
+	file_nodeward_v1_event_proto_init()
+	file_nodeward_v1_finding_proto_init()
+	file_nodeward_v1_inventory_proto_init()
 	file_nodeward_v1_node_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nodeward_v1_query_service_proto_rawDesc), len(file_nodeward_v1_query_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   4,
+			NumEnums:      3,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_nodeward_v1_query_service_proto_goTypes,
 		DependencyIndexes: file_nodeward_v1_query_service_proto_depIdxs,
+		EnumInfos:         file_nodeward_v1_query_service_proto_enumTypes,
 		MessageInfos:      file_nodeward_v1_query_service_proto_msgTypes,
 	}.Build()
 	File_nodeward_v1_query_service_proto = out.File

@@ -19,8 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	QueryService_ListNodes_FullMethodName = "/nodeward.v1.QueryService/ListNodes"
-	QueryService_GetNode_FullMethodName   = "/nodeward.v1.QueryService/GetNode"
+	QueryService_ListNodes_FullMethodName    = "/nodeward.v1.QueryService/ListNodes"
+	QueryService_GetNode_FullMethodName      = "/nodeward.v1.QueryService/GetNode"
+	QueryService_ListFindings_FullMethodName = "/nodeward.v1.QueryService/ListFindings"
+	QueryService_ListPackages_FullMethodName = "/nodeward.v1.QueryService/ListPackages"
+	QueryService_ListPorts_FullMethodName    = "/nodeward.v1.QueryService/ListPorts"
+	QueryService_ListChanges_FullMethodName  = "/nodeward.v1.QueryService/ListChanges"
+	QueryService_QueryEvents_FullMethodName  = "/nodeward.v1.QueryService/QueryEvents"
+	QueryService_TailEvents_FullMethodName   = "/nodeward.v1.QueryService/TailEvents"
 )
 
 // QueryServiceClient is the client API for QueryService service.
@@ -31,6 +37,20 @@ const (
 type QueryServiceClient interface {
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 	GetNode(ctx context.Context, in *GetNodeRequest, opts ...grpc.CallOption) (*GetNodeResponse, error)
+	// ListFindings answers fleet-wide: the latest finding of every check on
+	// every node, filtered.
+	ListFindings(ctx context.Context, in *ListFindingsRequest, opts ...grpc.CallOption) (*ListFindingsResponse, error)
+	// ListPackages answers "which nodes have package X (older than V)".
+	ListPackages(ctx context.Context, in *ListPackagesRequest, opts ...grpc.CallOption) (*ListPackagesResponse, error)
+	// ListPorts answers "which nodes listen on port N (beyond loopback)".
+	ListPorts(ctx context.Context, in *ListPortsRequest, opts ...grpc.CallOption) (*ListPortsResponse, error)
+	// ListChanges is the history of packages, ports and findings.
+	ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error)
+	// QueryEvents searches stored events, newest first.
+	QueryEvents(ctx context.Context, in *QueryEventsRequest, opts ...grpc.CallOption) (*QueryEventsResponse, error)
+	// TailEvents streams events as the collector receives them, from every
+	// node, through allow and deny filters.
+	TailEvents(ctx context.Context, in *TailEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailEventsResponse], error)
 }
 
 type queryServiceClient struct {
@@ -61,6 +81,75 @@ func (c *queryServiceClient) GetNode(ctx context.Context, in *GetNodeRequest, op
 	return out, nil
 }
 
+func (c *queryServiceClient) ListFindings(ctx context.Context, in *ListFindingsRequest, opts ...grpc.CallOption) (*ListFindingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFindingsResponse)
+	err := c.cc.Invoke(ctx, QueryService_ListFindings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queryServiceClient) ListPackages(ctx context.Context, in *ListPackagesRequest, opts ...grpc.CallOption) (*ListPackagesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPackagesResponse)
+	err := c.cc.Invoke(ctx, QueryService_ListPackages_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queryServiceClient) ListPorts(ctx context.Context, in *ListPortsRequest, opts ...grpc.CallOption) (*ListPortsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPortsResponse)
+	err := c.cc.Invoke(ctx, QueryService_ListPorts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queryServiceClient) ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListChangesResponse)
+	err := c.cc.Invoke(ctx, QueryService_ListChanges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queryServiceClient) QueryEvents(ctx context.Context, in *QueryEventsRequest, opts ...grpc.CallOption) (*QueryEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(QueryEventsResponse)
+	err := c.cc.Invoke(ctx, QueryService_QueryEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queryServiceClient) TailEvents(ctx context.Context, in *TailEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &QueryService_ServiceDesc.Streams[0], QueryService_TailEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TailEventsRequest, TailEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueryService_TailEventsClient = grpc.ServerStreamingClient[TailEventsResponse]
+
 // QueryServiceServer is the server API for QueryService service.
 // All implementations must embed UnimplementedQueryServiceServer
 // for forward compatibility.
@@ -69,6 +158,20 @@ func (c *queryServiceClient) GetNode(ctx context.Context, in *GetNodeRequest, op
 type QueryServiceServer interface {
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	GetNode(context.Context, *GetNodeRequest) (*GetNodeResponse, error)
+	// ListFindings answers fleet-wide: the latest finding of every check on
+	// every node, filtered.
+	ListFindings(context.Context, *ListFindingsRequest) (*ListFindingsResponse, error)
+	// ListPackages answers "which nodes have package X (older than V)".
+	ListPackages(context.Context, *ListPackagesRequest) (*ListPackagesResponse, error)
+	// ListPorts answers "which nodes listen on port N (beyond loopback)".
+	ListPorts(context.Context, *ListPortsRequest) (*ListPortsResponse, error)
+	// ListChanges is the history of packages, ports and findings.
+	ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error)
+	// QueryEvents searches stored events, newest first.
+	QueryEvents(context.Context, *QueryEventsRequest) (*QueryEventsResponse, error)
+	// TailEvents streams events as the collector receives them, from every
+	// node, through allow and deny filters.
+	TailEvents(*TailEventsRequest, grpc.ServerStreamingServer[TailEventsResponse]) error
 	mustEmbedUnimplementedQueryServiceServer()
 }
 
@@ -84,6 +187,24 @@ func (UnimplementedQueryServiceServer) ListNodes(context.Context, *ListNodesRequ
 }
 func (UnimplementedQueryServiceServer) GetNode(context.Context, *GetNodeRequest) (*GetNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetNode not implemented")
+}
+func (UnimplementedQueryServiceServer) ListFindings(context.Context, *ListFindingsRequest) (*ListFindingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFindings not implemented")
+}
+func (UnimplementedQueryServiceServer) ListPackages(context.Context, *ListPackagesRequest) (*ListPackagesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPackages not implemented")
+}
+func (UnimplementedQueryServiceServer) ListPorts(context.Context, *ListPortsRequest) (*ListPortsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPorts not implemented")
+}
+func (UnimplementedQueryServiceServer) ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListChanges not implemented")
+}
+func (UnimplementedQueryServiceServer) QueryEvents(context.Context, *QueryEventsRequest) (*QueryEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method QueryEvents not implemented")
+}
+func (UnimplementedQueryServiceServer) TailEvents(*TailEventsRequest, grpc.ServerStreamingServer[TailEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method TailEvents not implemented")
 }
 func (UnimplementedQueryServiceServer) mustEmbedUnimplementedQueryServiceServer() {}
 func (UnimplementedQueryServiceServer) testEmbeddedByValue()                      {}
@@ -142,6 +263,107 @@ func _QueryService_GetNode_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueryService_ListFindings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFindingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).ListFindings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_ListFindings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).ListFindings(ctx, req.(*ListFindingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueryService_ListPackages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPackagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).ListPackages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_ListPackages_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).ListPackages(ctx, req.(*ListPackagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueryService_ListPorts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPortsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).ListPorts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_ListPorts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).ListPorts(ctx, req.(*ListPortsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueryService_ListChanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListChangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).ListChanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_ListChanges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).ListChanges(ctx, req.(*ListChangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueryService_QueryEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QueryEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueryServiceServer).QueryEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueryService_QueryEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueryServiceServer).QueryEvents(ctx, req.(*QueryEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueryService_TailEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(TailEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(QueryServiceServer).TailEvents(m, &grpc.GenericServerStream[TailEventsRequest, TailEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueryService_TailEventsServer = grpc.ServerStreamingServer[TailEventsResponse]
+
 // QueryService_ServiceDesc is the grpc.ServiceDesc for QueryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -157,7 +379,33 @@ var QueryService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetNode",
 			Handler:    _QueryService_GetNode_Handler,
 		},
+		{
+			MethodName: "ListFindings",
+			Handler:    _QueryService_ListFindings_Handler,
+		},
+		{
+			MethodName: "ListPackages",
+			Handler:    _QueryService_ListPackages_Handler,
+		},
+		{
+			MethodName: "ListPorts",
+			Handler:    _QueryService_ListPorts_Handler,
+		},
+		{
+			MethodName: "ListChanges",
+			Handler:    _QueryService_ListChanges_Handler,
+		},
+		{
+			MethodName: "QueryEvents",
+			Handler:    _QueryService_QueryEvents_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "TailEvents",
+			Handler:       _QueryService_TailEvents_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "nodeward/v1/query_service.proto",
 }
