@@ -794,7 +794,11 @@ type LossEvent struct {
 	// The agent's in-memory queue was full.
 	Queue uint64 `protobuf:"varint,2,opt,name=queue,proto3" json:"queue,omitempty"`
 	// The on-disk spool was full and dropped its oldest events.
-	Spool         uint64 `protobuf:"varint,3,opt,name=spool,proto3" json:"spool,omitempty"`
+	Spool uint64 `protobuf:"varint,3,opt,name=spool,proto3" json:"spool,omitempty"`
+	// ring_buffer split by event kind ("exec", "exit", "fork").
+	RingBufferByKind map[string]uint64 `protobuf:"bytes,4,rep,name=ring_buffer_by_kind,json=ringBufferByKind,proto3" json:"ring_buffer_by_kind,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// queue split by event kind.
+	QueueByKind   map[string]uint64 `protobuf:"bytes,5,rep,name=queue_by_kind,json=queueByKind,proto3" json:"queue_by_kind,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -848,6 +852,20 @@ func (x *LossEvent) GetSpool() uint64 {
 		return x.Spool
 	}
 	return 0
+}
+
+func (x *LossEvent) GetRingBufferByKind() map[string]uint64 {
+	if x != nil {
+		return x.RingBufferByKind
+	}
+	return nil
+}
+
+func (x *LossEvent) GetQueueByKind() map[string]uint64 {
+	if x != nil {
+		return x.QueueByKind
+	}
+	return nil
 }
 
 // GapEvent is a tail marker: events were missed before this point.
@@ -1151,12 +1169,20 @@ const file_nodeward_v1_event_proto_rawDesc = "" +
 	"\bduration\x18\f \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1b\n" +
 	"\tlogged_in\x18\r \x01(\bR\bloggedIn\x12\x16\n" +
 	"\x06detail\x18\x0e \x01(\tR\x06detailB\x06\n" +
-	"\x04_uid\"X\n" +
+	"\x04_uid\"\x87\x03\n" +
 	"\tLossEvent\x12\x1f\n" +
 	"\vring_buffer\x18\x01 \x01(\x04R\n" +
 	"ringBuffer\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\x04R\x05queue\x12\x14\n" +
-	"\x05spool\x18\x03 \x01(\x04R\x05spool\"h\n" +
+	"\x05spool\x18\x03 \x01(\x04R\x05spool\x12[\n" +
+	"\x13ring_buffer_by_kind\x18\x04 \x03(\v2,.nodeward.v1.LossEvent.RingBufferByKindEntryR\x10ringBufferByKind\x12K\n" +
+	"\rqueue_by_kind\x18\x05 \x03(\v2'.nodeward.v1.LossEvent.QueueByKindEntryR\vqueueByKind\x1aC\n" +
+	"\x15RingBufferByKindEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a>\n" +
+	"\x10QueueByKindEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"h\n" +
 	"\bGapEvent\x12\x16\n" +
 	"\x06missed\x18\x01 \x01(\x04R\x06missed\x12#\n" +
 	"\rfrom_sequence\x18\x02 \x01(\x04R\ffromSequence\x12\x1f\n" +
@@ -1201,7 +1227,7 @@ func file_nodeward_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_nodeward_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_nodeward_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_nodeward_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_nodeward_v1_event_proto_goTypes = []any{
 	(SessionKind)(0),              // 0: nodeward.v1.SessionKind
 	(SshEventKind)(0),             // 1: nodeward.v1.SshEventKind
@@ -1214,32 +1240,36 @@ var file_nodeward_v1_event_proto_goTypes = []any{
 	(*LossEvent)(nil),             // 8: nodeward.v1.LossEvent
 	(*GapEvent)(nil),              // 9: nodeward.v1.GapEvent
 	(*Event)(nil),                 // 10: nodeward.v1.Event
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	nil,                           // 11: nodeward.v1.LossEvent.RingBufferByKindEntry
+	nil,                           // 12: nodeward.v1.LossEvent.QueueByKindEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
 }
 var file_nodeward_v1_event_proto_depIdxs = []int32{
 	0,  // 0: nodeward.v1.Session.kind:type_name -> nodeward.v1.SessionKind
 	2,  // 1: nodeward.v1.Process.pod:type_name -> nodeward.v1.Pod
-	11, // 2: nodeward.v1.Process.start_time:type_name -> google.protobuf.Timestamp
+	13, // 2: nodeward.v1.Process.start_time:type_name -> google.protobuf.Timestamp
 	3,  // 3: nodeward.v1.Process.session:type_name -> nodeward.v1.Session
 	4,  // 4: nodeward.v1.ExecEvent.process:type_name -> nodeward.v1.Process
 	4,  // 5: nodeward.v1.ExecEvent.parent:type_name -> nodeward.v1.Process
 	4,  // 6: nodeward.v1.ExecEvent.ancestors:type_name -> nodeward.v1.Process
 	4,  // 7: nodeward.v1.ExitEvent.process:type_name -> nodeward.v1.Process
-	12, // 8: nodeward.v1.ExitEvent.duration:type_name -> google.protobuf.Duration
+	14, // 8: nodeward.v1.ExitEvent.duration:type_name -> google.protobuf.Duration
 	1,  // 9: nodeward.v1.SshEvent.kind:type_name -> nodeward.v1.SshEventKind
-	12, // 10: nodeward.v1.SshEvent.duration:type_name -> google.protobuf.Duration
-	11, // 11: nodeward.v1.Event.time:type_name -> google.protobuf.Timestamp
-	5,  // 12: nodeward.v1.Event.exec:type_name -> nodeward.v1.ExecEvent
-	6,  // 13: nodeward.v1.Event.exit:type_name -> nodeward.v1.ExitEvent
-	7,  // 14: nodeward.v1.Event.ssh:type_name -> nodeward.v1.SshEvent
-	8,  // 15: nodeward.v1.Event.loss:type_name -> nodeward.v1.LossEvent
-	9,  // 16: nodeward.v1.Event.gap:type_name -> nodeward.v1.GapEvent
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	14, // 10: nodeward.v1.SshEvent.duration:type_name -> google.protobuf.Duration
+	11, // 11: nodeward.v1.LossEvent.ring_buffer_by_kind:type_name -> nodeward.v1.LossEvent.RingBufferByKindEntry
+	12, // 12: nodeward.v1.LossEvent.queue_by_kind:type_name -> nodeward.v1.LossEvent.QueueByKindEntry
+	13, // 13: nodeward.v1.Event.time:type_name -> google.protobuf.Timestamp
+	5,  // 14: nodeward.v1.Event.exec:type_name -> nodeward.v1.ExecEvent
+	6,  // 15: nodeward.v1.Event.exit:type_name -> nodeward.v1.ExitEvent
+	7,  // 16: nodeward.v1.Event.ssh:type_name -> nodeward.v1.SshEvent
+	8,  // 17: nodeward.v1.Event.loss:type_name -> nodeward.v1.LossEvent
+	9,  // 18: nodeward.v1.Event.gap:type_name -> nodeward.v1.GapEvent
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_nodeward_v1_event_proto_init() }
@@ -1261,7 +1291,7 @@ func file_nodeward_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nodeward_v1_event_proto_rawDesc), len(file_nodeward_v1_event_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
