@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every Go fuzz target in the module for the given time each. New
+# interesting inputs stay in each package's testdata/fuzz corpus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+time=${1:-10s}
+failed=0
+count=0
+for pkg in $(go list ./...); do
+  dir=$(go list -f '{{.Dir}}' "$pkg")
+  grep -lq '^func Fuzz' "$dir"/*_test.go 2>/dev/null || continue
+  for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | awk '{print $2}'); do
+    count=$((count + 1))
+    echo "fuzz: $pkg $target ($time)"
+    if ! go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$time" >"/tmp/fuzz-$target.log" 2>&1; then
+      echo "fuzz: $target FAILED:"; tail -30 "/tmp/fuzz-$target.log"; failed=$((failed + 1))
+    fi
+  done
+done
+echo "fuzz: $count targets, $failed failed"
+[ "$failed" -eq 0 ]
