@@ -1,0 +1,421 @@
+package inventory
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nodeward/nodeward/agent/hostfs"
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+const (
+	dpkgStatusPath  = "var/lib/dpkg/status"
+	dpkgUpdatesDir  = "var/lib/dpkg/updates"
+	dpkgInfoDir     = "var/lib/dpkg/info"
+	dpkgLogPath     = "var/log/dpkg.log"
+	maxDpkgStatus   = 256 << 20
+	maxDpkgLine     = 16 << 20
+	maxDpkgLogBytes = 256 << 20
+)
+
+// dpkgRecord is one stanza of the status file, reduced to what the
+// inventory needs.
+type dpkgRecord struct {
+	pkg  *nodewardv1.Package
+	want string
+}
+
+// dpkgKeptFields are the fields whose values the inventory uses; the rest
+// are only checked for syntax.
+var dpkgKeptFields = map[string]bool{"package": true, "status": true, "version": true, "architecture": true, "source": true}
+
+var (
+	dpkgWants  = []string{"unknown", "install", "hold", "deinstall", "purge"}
+	dpkgFlags  = []string{"ok", "reinstreq", "hold", "hold-reinstreq"}
+	dpkgStates = []string{"not-installed", "config-files", "half-installed", "unpacked",
+		"half-configured", "triggers-awaited", "triggers-pending", "installed"}
+)
+
+// parseDpkgStatus reads a dpkg status file (or one file of updates/) the
+// way dpkg does: stanzas of "Field: value" lines separated by blank lines,
+// continuation lines starting with a space or tab, field names
+// case-insensitive. It returns every stanza, not-installed ones included;
+// a line that is not a field, a stanza without Package, or a malformed
+// Status or Version is an error, as it is for dpkg-query.
+func parseDpkgStatus(r io.Reader) ([]dpkgRecord, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var (
+		out     []dpkgRecord
+		fields  = map[string]string{}
+		seen    = map[string]bool{}
+		lastKey string
+		lineNo  int
+		start   int
+	)
+	flush := func() error {
+		if len(seen) == 0 {
+			return nil
+		}
+		rec, err := dpkgRecordFrom(fields)
+		if err != nil {
+			return fmt.Errorf("stanza at line %d: %w", start, err)
+		}
+		out = append(out, rec)
+		clear(fields)
+		clear(seen)
+		lastKey = ""
+		return nil
+	}
+	for {
+		line, err := readDpkgLine(br)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("line %d: %w", lineNo+1, err)
+		}
+		if len(line) > 0 || err == nil {
+			lineNo++
+		}
+		atEOF := errors.Is(err, io.EOF)
+		switch {
+		case len(bytes.TrimSpace(line)) == 0:
+			if ferr := flush(); ferr != nil {
+				return nil, ferr
+			}
+		case line[0] == ' ' || line[0] == '\t':
+			if lastKey == "" {
+				return nil, fmt.Errorf("line %d: continuation line outside a field", lineNo)
+			}
+			if _, kept := fields[lastKey]; kept {
+				fields[lastKey] += "\n" + string(line)
+			}
+		default:
+			name, value, ok := bytes.Cut(line, []byte{':'})
+			if !ok {
+				return nil, fmt.Errorf("line %d: field name %q must be followed by a colon", lineNo, truncate(string(line), 40))
+			}
+			key := strings.ToLower(string(bytes.TrimSpace(name)))
+			if key == "" {
+				return nil, fmt.Errorf("line %d: empty field name", lineNo)
+			}
+			if seen[key] {
+				return nil, fmt.Errorf("line %d: duplicate field %q", lineNo, string(name))
+			}
+			if len(seen) == 0 {
+				start = lineNo
+			}
+			seen[key] = true
+			if dpkgKeptFields[key] {
+				fields[key] = string(bytes.TrimSpace(value))
+			}
+			lastKey = key
+		}
+		if atEOF {
+			if ferr := flush(); ferr != nil {
+				return nil, ferr
+			}
+			return out, nil
+		}
+	}
+}
+
+// readDpkgLine returns one line without its newline, bounded in length.
+func readDpkgLine(br *bufio.Reader) ([]byte, error) {
+	var long []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long, frag...)
+			if len(long) > maxDpkgLine {
+				return nil, fmt.Errorf("line longer than %d bytes", maxDpkgLine)
+			}
+			continue
+		}
+		if long != nil {
+			frag = append(long, frag...)
+		}
+		return bytes.TrimSuffix(frag, []byte{'\n'}), err
+	}
+}
+
+func dpkgRecordFrom(f map[string]string) (dpkgRecord, error) {
+	name := f["package"]
+	if name == "" {
+		return dpkgRecord{}, errors.New("missing Package field")
+	}
+	p := &nodewardv1.Package{
+		Name:    name,
+		Arch:    f["architecture"],
+		Manager: nodewardv1.PackageManager_PACKAGE_MANAGER_DPKG,
+	}
+	rec := dpkgRecord{pkg: p, want: "unknown"}
+	p.State = "not-installed"
+	if st, ok := f["status"]; ok {
+		words := strings.Fields(st)
+		if len(words) != 3 {
+			return rec, fmt.Errorf("package %s: Status %q: want three words", name, st)
+		}
+		if !slices.Contains(dpkgWants, words[0]) || !slices.Contains(dpkgFlags, words[1]) || !slices.Contains(dpkgStates, words[2]) {
+			return rec, fmt.Errorf("package %s: Status %q: invalid package status", name, st)
+		}
+		rec.want, p.State = words[0], words[2]
+	}
+	if v, ok := f["version"]; ok {
+		dv, err := parseDpkgVersion(v)
+		if err != nil {
+			return rec, fmt.Errorf("package %s: Version %q: %w", name, v, err)
+		}
+		p.Version = dv.String()
+		if dv.explicitEpoch {
+			e := dv.epoch
+			p.Epoch = &e
+		}
+	}
+	// ${source:Package} and ${source:Version}: the Source field's name and
+	// parenthesised version, defaulting to the binary package's own.
+	p.SourceName = name
+	p.SourceVersion = p.Version
+	if src := f["source"]; src != "" {
+		p.SourceName, _, _ = strings.Cut(src, " ")
+		if _, rest, ok := strings.Cut(src, "("); ok {
+			v, _, _ := strings.Cut(rest, ")")
+			p.SourceVersion = v
+		}
+	}
+	return rec, nil
+}
+
+// dpkgVersion is [epoch:]upstream[-revision].
+type dpkgVersion struct {
+	epoch         uint32
+	explicitEpoch bool
+	upstream      string
+	revision      string
+}
+
+// parseDpkgVersion splits a version as dpkg's parseversion does: the epoch
+// before the first colon, the revision after the last hyphen.
+func parseDpkgVersion(s string) (dpkgVersion, error) {
+	var v dpkgVersion
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return v, errors.New("version string is empty")
+	}
+	if strings.ContainsAny(s, " \t\n") {
+		return v, errors.New("version string has embedded spaces")
+	}
+	if e, rest, ok := strings.Cut(s, ":"); ok {
+		if e == "" {
+			return v, errors.New("epoch in version is empty")
+		}
+		n, err := strconv.ParseUint(e, 10, 31)
+		if err != nil {
+			return v, fmt.Errorf("epoch in version is not a number: %w", err)
+		}
+		if rest == "" {
+			return v, errors.New("nothing after colon in version number")
+		}
+		v.epoch, v.explicitEpoch, s = uint32(n), true, rest
+	}
+	if i := strings.LastIndexByte(s, '-'); i >= 0 {
+		v.upstream, v.revision = s[:i], s[i+1:]
+		if v.revision == "" {
+			return v, errors.New("revision number is empty")
+		}
+	} else {
+		v.upstream = s
+	}
+	if v.upstream == "" {
+		return v, errors.New("version number is empty")
+	}
+	return v, nil
+}
+
+// String prints the version as dpkg-query's ${Version} does: the epoch
+// only when non-zero or when a colon elsewhere would make it ambiguous.
+func (v dpkgVersion) String() string {
+	var sb strings.Builder
+	if v.epoch != 0 || strings.Contains(v.upstream, ":") || strings.Contains(v.revision, ":") {
+		sb.WriteString(strconv.FormatUint(uint64(v.epoch), 10))
+		sb.WriteByte(':')
+	}
+	sb.WriteString(v.upstream)
+	if v.revision != "" {
+		sb.WriteByte('-')
+		sb.WriteString(v.revision)
+	}
+	return sb.String()
+}
+
+// readDpkg reads the status file and the journal in updates/ that dpkg
+// applies over it, and returns the packages dpkg-query -W lists: every one
+// not in state not-installed. Install times come from the info files'
+// mtimes, else from dpkg.log.
+func readDpkg(root *hostfs.Root) ([]*nodewardv1.Package, error) {
+	b, err := root.ReadFile(dpkgStatusPath, maxDpkgStatus)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := parseDpkgStatus(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dpkgStatusPath, err)
+	}
+	recs, err = applyDpkgUpdates(root, recs)
+	if err != nil {
+		return nil, err
+	}
+	var pkgs []*nodewardv1.Package
+	for _, r := range recs {
+		if r.pkg.State != "not-installed" {
+			pkgs = append(pkgs, r.pkg)
+		}
+	}
+	dpkgInstallTimes(root, pkgs)
+	return pkgs, nil
+}
+
+// applyDpkgUpdates overlays the numbered journal files dpkg leaves in
+// updates/ after an interrupted run; dpkg-query reads them too.
+func applyDpkgUpdates(root *hostfs.Root, recs []dpkgRecord) ([]dpkgRecord, error) {
+	ents, err := root.ReadDir(dpkgUpdatesDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return recs, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		if n := e.Name(); n != "" && strings.Trim(n, "0123456789") == "" {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return recs, nil
+	}
+	slices.Sort(names)
+	index := map[string]int{}
+	for i, r := range recs {
+		index[r.pkg.Name+":"+r.pkg.Arch] = i
+	}
+	for _, n := range names {
+		p := dpkgUpdatesDir + "/" + n
+		b, err := root.ReadFile(p, maxDpkgStatus)
+		if err != nil {
+			return nil, err
+		}
+		upd, err := parseDpkgStatus(bytes.NewReader(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		for _, u := range upd {
+			k := u.pkg.Name + ":" + u.pkg.Arch
+			if i, ok := index[k]; ok {
+				recs[i] = u
+			} else {
+				index[k] = len(recs)
+				recs = append(recs, u)
+			}
+		}
+	}
+	return recs, nil
+}
+
+// dpkgInstallTimes sets each package's install time from the mtime of its
+// info/NAME.list (or NAME:ARCH.list) file, which dpkg rewrites on every
+// unpack; packages without one fall back to their last "status installed"
+// line in dpkg.log. Missing evidence leaves the time unset.
+func dpkgInstallTimes(root *hostfs.Root, pkgs []*nodewardv1.Package) {
+	var missing []*nodewardv1.Package
+	for _, p := range pkgs {
+		if p.State != "installed" && p.State != "half-configured" && p.State != "unpacked" &&
+			p.State != "triggers-awaited" && p.State != "triggers-pending" {
+			continue
+		}
+		fi, err := root.Stat(dpkgInfoDir + "/" + p.Name + ":" + p.Arch + ".list")
+		if err != nil {
+			fi, err = root.Stat(dpkgInfoDir + "/" + p.Name + ".list")
+		}
+		if err == nil && fi.Mode().IsRegular() {
+			p.InstallTime = timestamppb.New(fi.ModTime())
+			p.InstallTimeSource = nodewardv1.InstallTimeSource_INSTALL_TIME_SOURCE_DPKG_INFO_MTIME
+			continue
+		}
+		missing = append(missing, p)
+	}
+	if len(missing) == 0 {
+		return
+	}
+	f, err := root.Open(dpkgLogPath)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	times, err := parseDpkgLog(io.LimitReader(f, maxDpkgLogBytes), hostLocation(root))
+	if err != nil {
+		return
+	}
+	for _, p := range missing {
+		if t, ok := times[p.Name+":"+p.Arch+" "+p.Version]; ok {
+			p.InstallTime = timestamppb.New(t)
+			p.InstallTimeSource = nodewardv1.InstallTimeSource_INSTALL_TIME_SOURCE_DPKG_LOG
+		}
+	}
+}
+
+// hostLocation is the host's time zone (etc/localtime), which dpkg.log's
+// times are written in; UTC when it cannot be read.
+func hostLocation(root *hostfs.Root) *time.Location {
+	b, err := root.ReadFile("/etc/localtime", 1<<20)
+	if err != nil {
+		return time.UTC
+	}
+	loc, err := time.LoadLocationFromTZData("localtime", b)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
+}
+
+// parseDpkgLog returns, for each "NAME:ARCH VERSION", the time of its last
+// "status installed" line. Lines that are not status lines are skipped.
+func parseDpkgLog(r io.Reader, loc *time.Location) (map[string]time.Time, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	out := map[string]time.Time{}
+	for sc.Scan() {
+		line := sc.Text()
+		// "2024-01-31 12:00:00 status installed bash:amd64 5.2.15-2+b13"
+		if len(line) < 20 || !strings.HasPrefix(line[19:], " status installed ") {
+			continue
+		}
+		rest := line[len("2024-01-31 12:00:00 status installed "):]
+		pkg, ver, ok := strings.Cut(rest, " ")
+		if !ok || strings.Contains(ver, " ") || !strings.Contains(pkg, ":") {
+			continue
+		}
+		t, err := time.ParseInLocation(time.DateTime, line[:19], loc)
+		if err != nil {
+			continue
+		}
+		out[pkg+" "+ver] = t
+	}
+	if err := sc.Err(); err != nil {
+		return out, fmt.Errorf("dpkg.log: %w", err)
+	}
+	return out, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
