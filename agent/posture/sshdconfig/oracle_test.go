@@ -255,4 +255,3 @@ func TestFixturesAgainstRecordedSSHDT(t *testing.T) {
 		})
 	}
 }
-
