@@ -1,0 +1,198 @@
+package tracer
+
+import (
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// procKey names one process for the life of a boot: its pid and its start
+// time in clock ticks since boot (as /proc/PID/stat has it).
+type procKey struct {
+	pid   uint32
+	start uint64
+}
+
+type entry struct {
+	// proc is never modified once cached: events share it.
+	proc      *nodewardv1.Process
+	selfStart uint64
+	parent    procKey
+	// brief is the short form used in other processes' ancestry.
+	brief *nodewardv1.Process
+}
+
+// Cache maps live processes to what the tracer knows of them, so that events
+// carry their parent and ancestors. It is filled from /proc at start-up and
+// kept by exec, fork and exit events.
+type Cache struct {
+	prefix string
+	clock  bootClock
+
+	mu    sync.Mutex
+	byPID map[uint32]*entry
+}
+
+// NewCache returns an empty cache whose exec ids start with the node name
+// and boot id.
+func NewCache(nodeName, bootID string, clock bootClock) *Cache {
+	if len(bootID) > 8 {
+		bootID = bootID[:8]
+	}
+	return &Cache{prefix: nodeName + ":" + bootID + ":", clock: clock, byPID: map[uint32]*entry{}}
+}
+
+// ExecID is the stable id of a process: node, boot, start time and pid, so
+// a reused pid gets a new id.
+func (c *Cache) ExecID(pid uint32, startTicks uint64) string {
+	b := make([]byte, 0, len(c.prefix)+24)
+	b = append(b, c.prefix...)
+	b = strconv.AppendUint(b, startTicks, 10)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, uint64(pid), 10)
+	return string(b)
+}
+
+// Len is the number of processes cached.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.byPID)
+}
+
+// Get returns the cached process with this pid and start time.
+func (c *Cache) Get(pid uint32, startTicks uint64) *nodewardv1.Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.lookupLocked(procKey{pid, startTicks}); e != nil {
+		return e.proc
+	}
+	return nil
+}
+
+// putLocked stores p under key, replacing whatever had that pid.
+func (c *Cache) putLocked(key, parent procKey, p *nodewardv1.Process) *entry {
+	e := &entry{proc: p, parent: parent, selfStart: key.start, brief: &nodewardv1.Process{
+		ExecId: p.ExecId, ParentExecId: p.ParentExecId, Pid: p.Pid, Ppid: p.Ppid, Uid: p.Uid,
+		Comm: p.Comm, Filename: p.Filename, ContainerId: p.ContainerId, FromProcfs: p.FromProcfs,
+	}}
+	c.byPID[key.pid] = e
+	return e
+}
+
+// lookupLocked returns the live entry for key, or nil.
+func (c *Cache) lookupLocked(key procKey) *entry {
+	if e := c.byPID[key.pid]; e != nil && e.selfStart == key.start {
+		return e
+	}
+	return nil
+}
+
+// Exec records p (which has its ids set) and returns its parent and up to
+// depth further ancestors, nearest first.
+func (c *Cache) Exec(key, parent procKey, p *nodewardv1.Process, depth int) (*nodewardv1.Process, []*nodewardv1.Process) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(key, parent, p)
+	return c.ancestryLocked(parent, depth)
+}
+
+func (c *Cache) ancestryLocked(parent procKey, depth int) (*nodewardv1.Process, []*nodewardv1.Process) {
+	pe := c.lookupLocked(parent)
+	if pe == nil {
+		return nil, nil
+	}
+	var anc []*nodewardv1.Process
+	k := pe.parent
+	for i := 0; i < depth; i++ {
+		e := c.lookupLocked(k)
+		if e == nil || k.pid == 0 {
+			break
+		}
+		anc = append(anc, e.brief)
+		if e.parent == k {
+			break
+		}
+		k = e.parent
+	}
+	return pe.proc, anc
+}
+
+// Fork records a child that has not exec'd yet: it runs its parent's binary.
+func (c *Cache) Fork(child, parent procKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pe := c.lookupLocked(parent)
+	p := &nodewardv1.Process{
+		ExecId:       c.ExecID(child.pid, child.start),
+		ParentExecId: c.ExecID(parent.pid, parent.start),
+		Pid:          child.pid,
+		Tid:          child.pid,
+		Ppid:         parent.pid,
+		StartTime:    timestamppb.New(c.clock.ticks(child.start)),
+	}
+	if pe != nil {
+		pp := pe.proc
+		p.Uid, p.Gid, p.Euid, p.Auid, p.AuditSessionId = pp.Uid, pp.Gid, pp.Euid, pp.Auid, pp.AuditSessionId
+		p.Comm, p.Filename, p.Args, p.ArgsTruncated, p.Cwd = pp.Comm, pp.Filename, pp.Args, pp.ArgsTruncated, pp.Cwd
+		p.CgroupId, p.CgroupPath, p.ContainerId, p.Pod = pp.CgroupId, pp.CgroupPath, pp.ContainerId, pp.Pod
+	}
+	c.putLocked(child, parent, p)
+}
+
+// Exit removes the process and returns what was known of it (nil if
+// nothing).
+func (c *Cache) Exit(key procKey) *nodewardv1.Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.lookupLocked(key)
+	if e == nil {
+		return nil
+	}
+	delete(c.byPID, key.pid)
+	return e.proc
+}
+
+// Sweep forgets processes that are gone from proc without an exit event
+// having been seen (it may have been lost).
+func (c *Cache) Sweep(proc string) {
+	c.mu.Lock()
+	pids := make([]uint32, 0, len(c.byPID))
+	for pid := range c.byPID {
+		pids = append(pids, pid)
+	}
+	c.mu.Unlock()
+	for _, pid := range pids {
+		if _, err := os.Stat(procPath(proc, strconv.FormatUint(uint64(pid), 10))); os.IsNotExist(err) {
+			c.mu.Lock()
+			delete(c.byPID, pid)
+			c.mu.Unlock()
+		}
+	}
+}
+
+// bootClock turns kernel boot-time clocks into wall-clock time.
+type bootClock struct {
+	boot time.Time
+}
+
+func newBootClock() bootClock {
+	var ts unix.Timespec
+	now := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return bootClock{boot: now}
+	}
+	return bootClock{boot: now.Add(-time.Duration(ts.Nano()))}
+}
+
+// ns converts nanoseconds since boot (bpf_ktime_get_boot_ns).
+func (b bootClock) ns(n uint64) time.Time { return b.boot.Add(time.Duration(n)) }
+
+// ticks converts clock ticks since boot (USER_HZ = 100 on every Linux ABI
+// nodeward runs on).
+func (b bootClock) ticks(t uint64) time.Time { return b.boot.Add(time.Duration(t) * 10 * time.Millisecond) }

@@ -1,0 +1,203 @@
+package tracer
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// hierarchy is a cgroup hierarchy the BPF side reports an id in.
+type hierarchy int
+
+const (
+	hierV2     hierarchy = iota // the cgroup2 (unified) hierarchy: bpf_get_current_cgroup_id
+	hierMemory                  // the cgroup v1 memory controller's hierarchy
+	numHier
+)
+
+// fileidKernfs is the file handle type of kernfs (FILEID_KERNFS): a handle
+// holding a cgroup's id opens that cgroup's directory.
+const fileidKernfs = 0xfe
+
+// cgroupResolver turns the cgroup ids BPF reports into paths, by opening
+// the cgroup directory through a kernfs file handle (exact, no scanning).
+// Results are cached; a cgroup's path never changes for its id.
+type cgroupResolver struct {
+	proc string
+
+	once   sync.Once
+	mounts [numHier]string // where each hierarchy is mounted, as this process sees it
+	err    error
+
+	mu    sync.Mutex
+	paths map[uint64]string
+}
+
+func newCgroupResolver(proc string) *cgroupResolver {
+	return &cgroupResolver{proc: proc, paths: map[uint64]string{}}
+}
+
+func (r *cgroupResolver) init() {
+	f, err := os.Open(procPath(r.proc, "1", "mountinfo"))
+	if err != nil {
+		r.err = fmt.Errorf("cgroup mounts: %w", err)
+		return
+	}
+	defer f.Close()
+	m, err := parseCgroupMounts(f)
+	if err != nil {
+		r.err = err
+		return
+	}
+	// The host's mounts, reached through PID 1's root, so the agent sees the
+	// host's hierarchies even from a container of its own.
+	root := procPath(r.proc, "1", "root")
+	for h, p := range m {
+		if p == "" {
+			continue
+		}
+		r.mounts[h] = filepath.Join(root, p)
+		if _, err := os.Stat(r.mounts[h]); err != nil {
+			r.mounts[h] = p
+		}
+	}
+}
+
+// path returns the cgroup's path within its hierarchy ("/kubepods/..."), or
+// "" if it cannot be found (gone already, or the hierarchy is not mounted).
+func (r *cgroupResolver) path(h hierarchy, id uint64) string {
+	if id == 0 {
+		return ""
+	}
+	r.once.Do(r.init)
+	if r.mounts[h] == "" {
+		return ""
+	}
+	key := id<<1 | uint64(h) // kernfs ids leave the top bit free; keep the two hierarchies apart
+	r.mu.Lock()
+	p, ok := r.paths[key]
+	r.mu.Unlock()
+	if ok {
+		return p
+	}
+	p = r.open(r.mounts[h], id)
+	if p != "" {
+		r.mu.Lock()
+		if len(r.paths) > 65536 {
+			clear(r.paths) // bounded: cgroups come and go on a busy node
+		}
+		r.paths[key] = p
+		r.mu.Unlock()
+	}
+	return p
+}
+
+func (r *cgroupResolver) open(mount string, id uint64) string {
+	mfd, err := unix.Open(mount, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(mfd)
+	var h [8]byte
+	binary.LittleEndian.PutUint64(h[:], id)
+	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(fileidKernfs, h[:]), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return ""
+	}
+	return relCgroupPath(mount, link)
+}
+
+// relCgroupPath makes the path of an opened cgroup directory relative to its
+// hierarchy's mount, rooted at "/".
+func relCgroupPath(mount, link string) string {
+	for _, prefix := range []string{mount, strings.TrimPrefix(mount, filepath.Dir(filepath.Dir(mount)))} {
+		if rest, ok := strings.CutPrefix(link, prefix); ok && (rest == "" || rest[0] == '/') {
+			if rest == "" {
+				return "/"
+			}
+			return rest
+		}
+	}
+	return link
+}
+
+// parseCgroupMounts finds the cgroup2 mount and the cgroup v1 memory
+// controller's mount in a mountinfo file (proc(5)).
+func parseCgroupMounts(r io.Reader) ([numHier]string, error) {
+	var out [numHier]string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(pre)
+		g := strings.Fields(post)
+		if len(f) < 5 || len(g) < 1 {
+			continue
+		}
+		mountPoint := unescapeMountinfo(f[4])
+		switch g[0] {
+		case "cgroup2":
+			if out[hierV2] == "" {
+				out[hierV2] = mountPoint
+			}
+		case "cgroup":
+			if len(g) >= 3 && out[hierMemory] == "" {
+				for _, o := range strings.Split(g[2], ",") {
+					if o == "memory" {
+						out[hierMemory] = mountPoint
+					}
+				}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return out, fmt.Errorf("read mountinfo: %w", err)
+	}
+	return out, nil
+}
+
+// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) && isOctal(s[i+1:i+4]) {
+			v := (s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0')
+			b.WriteByte(v)
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for i := 0; i < 3; i++ {
+		if s[i] < '0' || s[i] > '7' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,283 @@
+package tracer
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nodeward/nodeward/internal/testutil"
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+)
+
+// collector gathers a running tracer's events for a test.
+type collector struct {
+	mu     sync.Mutex
+	events []*nodewardv1.Event
+	slow   time.Duration
+}
+
+func (c *collector) emit(ev *nodewardv1.Event) {
+	if c.slow > 0 {
+		time.Sleep(c.slow)
+	}
+	c.mu.Lock()
+	c.events = append(c.events, ev)
+	c.mu.Unlock()
+}
+
+func (c *collector) snapshot() []*nodewardv1.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.events)
+}
+
+// startTracer loads the tracer (skipping, or failing under CI, where eBPF
+// cannot load) and returns it unstarted.
+func startTracer(t *testing.T, cfg Config) *Tracer {
+	t.Helper()
+	testutil.RequirePrivileged(t)
+	cfg.NodeName = "test-node"
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	cfg.BootID = strings.TrimSpace(string(boot))
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	tr, err := New(cfg)
+	if err != nil {
+		testutil.Unavailable(t, err.Error())
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	return tr
+}
+
+func run(t *testing.T, tr *Tracer, c *collector) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx, c.emit) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+type oracle struct {
+	pid  uint32
+	code int
+}
+
+// TestExecWorkload runs 5,000 execs of known binaries with unique arguments
+// from a shell running as nobody, and finds each one in the tracer's output
+// with the pid, ppid, uid, filename, argv and exit code the shell itself saw.
+func TestExecWorkload(t *testing.T) {
+	const n = 5000
+	testutil.RequirePrivileged(t)
+
+	// A process started before the tracer reads /proc: it waits, then runs a
+	// child once told to.
+	early := exec.Command("/bin/sh", "-c", `read x; /bin/true "$x"`)
+	earlyIn, err := early.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Started before Run, so the cache learns it only from /proc.
+	if err := early.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = early.Process.Kill(); _ = early.Wait() })
+	waitFor(t, 5*time.Second, func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", early.Process.Pid))
+		return strings.HasPrefix(string(b), "/bin/sh\x00")
+	})
+
+	tr := startTracer(t, Config{})
+	c := &collector{}
+	stop := run(t, tr, c)
+	waitFor(t, 10*time.Second, func() bool { return tr.Cache().Len() > 0 })
+
+	token := strconv.FormatInt(time.Now().UnixNano(), 36)
+	preMarker := "pre-" + token
+	fmt.Fprintln(earlyIn, preMarker)
+
+	// The workload: each iteration runs one known binary in the background
+	// with unique arguments, and prints its pid ($!) and exit status as the
+	// shell saw them.
+	script := fmt.Sprintf(`i=0
+while [ $i -lt %d ]; do
+  case $((i %% 3)) in
+    0) /bin/true "w-%s-$i" a ;;
+    1) /bin/false "w-%s-$i" b ;;
+    2) /bin/sh -c 'exit 3' "w-%s-$i" ;;
+  esac &
+  p=$!; wait $p; echo "$i $p $?"
+  i=$((i+1))
+done`, n, token, token, token)
+	work := exec.Command("/bin/sh", "-c", script)
+	work.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := work.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := work.Start(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]oracle{}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		var i, pid, code int
+		if _, err := fmt.Sscan(sc.Text(), &i, &pid, &code); err != nil {
+			t.Fatalf("workload line %q: %v", sc.Text(), err)
+		}
+		want[i] = oracle{uint32(pid), code}
+	}
+	if err := work.Wait(); err != nil {
+		t.Fatalf("workload: %v", err)
+	}
+	if len(want) != n {
+		t.Fatalf("workload ran %d execs, want %d", len(want), n)
+	}
+	parentPid := uint32(work.Process.Pid)
+
+	type seen struct {
+		exec *nodewardv1.Process
+		exit *nodewardv1.ExitEvent
+		par  *nodewardv1.Process
+	}
+	var got map[int]*seen
+	var pre *nodewardv1.ExecEvent
+	collect := func() bool {
+		got = map[int]*seen{}
+		byID := map[string]int{}
+		pre = nil
+		for _, ev := range c.snapshot() {
+			if x := ev.GetExec(); x != nil {
+				p := x.GetProcess()
+				if slices.Contains(p.GetArgs(), preMarker) {
+					pre = x
+				}
+				for _, a := range p.GetArgs() {
+					if rest, ok := strings.CutPrefix(a, "w-"+token+"-"); ok {
+						i, _ := strconv.Atoi(rest)
+						got[i] = &seen{exec: p, par: x.GetParent()}
+						byID[p.GetExecId()] = i
+					}
+				}
+			}
+			if x := ev.GetExit(); x != nil {
+				if i, ok := byID[x.GetProcess().GetExecId()]; ok {
+					got[i].exit = x
+				}
+			}
+		}
+		complete := 0
+		for _, s := range got {
+			if s.exit != nil {
+				complete++
+			}
+		}
+		return complete == n && pre != nil
+	}
+	waitFor(t, 30*time.Second, collect)
+	stop()
+	collect()
+
+	counts, err := tr.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("counts: seen %v, ring buffer lost %v, queue lost %v", counts.Seen, counts.RingBufferLost, counts.QueueLost)
+	bins := []string{"/bin/true", "/bin/false", "/bin/sh"}
+	argv := func(i int) []string {
+		w := fmt.Sprintf("w-%s-%d", token, i)
+		switch i % 3 {
+		case 0:
+			return []string{"/bin/true", w, "a"}
+		case 1:
+			return []string{"/bin/false", w, "b"}
+		}
+		return []string{"/bin/sh", "-c", "exit 3", w}
+	}
+	bad := 0
+	for i := 0; i < n; i++ {
+		s, w := got[i], want[i]
+		var problems []string
+		switch {
+		case s == nil:
+			problems = append(problems, "no exec event")
+		case s.exit == nil:
+			problems = append(problems, "no exit event")
+		default:
+			p := s.exec
+			if p.GetPid() != w.pid {
+				problems = append(problems, fmt.Sprintf("pid %d, want %d", p.GetPid(), w.pid))
+			}
+			if p.GetPpid() != parentPid || s.par.GetPid() != parentPid || p.GetParentExecId() != s.par.GetExecId() {
+				problems = append(problems, fmt.Sprintf("ppid %d (parent %v), want %d", p.GetPpid(), s.par.GetPid(), parentPid))
+			}
+			if p.GetUid() != 65534 || p.GetGid() != 65534 || p.GetEuid() != 65534 {
+				problems = append(problems, fmt.Sprintf("uid/gid/euid %d/%d/%d, want 65534", p.GetUid(), p.GetGid(), p.GetEuid()))
+			}
+			if p.GetFilename() != bins[i%3] {
+				problems = append(problems, fmt.Sprintf("filename %q, want %q", p.GetFilename(), bins[i%3]))
+			}
+			if !slices.Equal(p.GetArgs(), argv(i)) || p.GetArgsTruncated() {
+				problems = append(problems, fmt.Sprintf("argv %q, want %q", p.GetArgs(), argv(i)))
+			}
+			if int(s.exit.GetExitCode()) != w.code || s.exit.GetSignal() != 0 {
+				problems = append(problems, fmt.Sprintf("exit %d signal %d, want %d", s.exit.GetExitCode(), s.exit.GetSignal(), w.code))
+			}
+			if s.exit.GetProcess().GetPid() != w.pid {
+				problems = append(problems, fmt.Sprintf("exit pid %d, want %d", s.exit.GetProcess().GetPid(), w.pid))
+			}
+		}
+		if len(problems) > 0 {
+			bad++
+			if bad <= 10 {
+				t.Errorf("exec %d: %s", i, strings.Join(problems, "; "))
+			}
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d execs wrong or missing", bad, n)
+	}
+
+	// The process that predates the tracer: its child's parent comes from
+	// /proc, with its own ancestry (this test binary) above it.
+	pp := pre.GetParent()
+	if pp.GetPid() != uint32(early.Process.Pid) || !pp.GetFromProcfs() {
+		t.Errorf("pre-existing parent = pid %d from_procfs %v, want pid %d from /proc", pp.GetPid(), pp.GetFromProcfs(), early.Process.Pid)
+	}
+	if !slices.Equal(pp.GetArgs(), []string{"/bin/sh", "-c", `read x; /bin/true "$x"`}) {
+		t.Errorf("pre-existing parent argv = %q", pp.GetArgs())
+	}
+	if len(pre.GetAncestors()) == 0 || pre.GetAncestors()[0].GetPid() != uint32(os.Getpid()) {
+		t.Errorf("pre-existing ancestry = %v, want this test (pid %d) first", pre.GetAncestors(), os.Getpid())
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
