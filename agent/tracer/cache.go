@@ -195,4 +195,6 @@ func (b bootClock) ns(n uint64) time.Time { return b.boot.Add(time.Duration(n)) 
 
 // ticks converts clock ticks since boot (USER_HZ = 100 on every Linux ABI
 // nodeward runs on).
-func (b bootClock) ticks(t uint64) time.Time { return b.boot.Add(time.Duration(t) * 10 * time.Millisecond) }
+func (b bootClock) ticks(t uint64) time.Time {
+	return b.boot.Add(time.Duration(t) * 10 * time.Millisecond)
+}

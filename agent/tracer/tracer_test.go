@@ -281,3 +281,118 @@ func waitFor(t *testing.T, d time.Duration, ok func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// testCgroup makes a cgroup2 directory for a test and returns its path;
+// processes left in it are killed at cleanup.
+func testCgroup(t *testing.T, base, name string) string {
+	t.Helper()
+	if _, err := os.Stat(base + "/cgroup.procs"); err != nil {
+		testutil.Unavailable(t, "no cgroup hierarchy at "+base)
+	}
+	dir := base + "/" + name
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		testutil.Unavailable(t, "cannot create a cgroup: "+err.Error())
+	}
+	t.Cleanup(func() {
+		// Remove leaf first; the processes are gone by now.
+		for d := dir; d != base && strings.HasPrefix(d, base+"/"); d = d[:strings.LastIndexByte(d, '/')] {
+			_ = os.Remove(d)
+		}
+	})
+	return dir
+}
+
+func enterCgroup(t *testing.T, dir string, pid int) {
+	t.Helper()
+	if err := os.WriteFile(dir+"/cgroup.procs", []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		t.Fatalf("move %d into %s: %v", pid, dir, err)
+	}
+}
+
+// TestLossCountedExactly floods a ring buffer far too small for it while
+// the reader is paused, then reads slowly through a small queue: every exec,
+// fork and exit of the flood is either delivered or counted as lost, to
+// the event.
+func TestLossCountedExactly(t *testing.T) {
+	const n = 3000
+	testutil.RequirePrivileged(t)
+	cg := testCgroup(t, "/sys/fs/cgroup/unified", fmt.Sprintf("nodeward-loss-%d", os.Getpid()))
+	id, err := HostCgroupID(cg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 64 KiB holds a few hundred events; the flood makes 9,000.
+	tr := startTracer(t, Config{FilterCgroupID: id, RingBufferBytes: 64 << 10, QueueLen: 32, LossInterval: 50 * time.Millisecond})
+
+	token := strconv.FormatInt(time.Now().UnixNano(), 36)
+	flood := exec.Command("/bin/sh", "-c", fmt.Sprintf(`read x
+i=0
+while [ $i -lt %d ]; do /bin/true "f-%s-$i"; i=$((i+1)); done`, n, token))
+	in, err := flood.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := flood.Start(); err != nil {
+		t.Fatal(err)
+	}
+	enterCgroup(t, cg, flood.Process.Pid)
+	fmt.Fprintln(in, "go")
+	if err := flood.Wait(); err != nil {
+		t.Fatalf("flood: %v", err)
+	}
+
+	// Only now start reading, and slowly, so the queue overflows too.
+	c := &collector{slow: 200 * time.Microsecond}
+	stop := run(t, tr, c)
+	// The flood: n forks, n execs, n exits, and the shell's own exit.
+	expect := map[string]uint64{"exec": n, "fork": n, "exit": n + 1}
+	waitFor(t, 30*time.Second, func() bool {
+		k, err := tr.Counts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for kind, want := range expect {
+			if k.Seen[kind] != want || k.Delivered[kind]+k.QueueLost[kind]+k.RingBufferLost[kind] != want {
+				return false
+			}
+		}
+		return true
+	})
+	stop()
+
+	delivered := map[string]uint64{}
+	lostRB, lostQ := map[string]uint64{}, map[string]uint64{}
+	for _, ev := range c.snapshot() {
+		switch {
+		case ev.GetExec() != nil:
+			p := ev.GetExec().GetProcess()
+			if len(p.GetArgs()) == 2 && strings.HasPrefix(p.GetArgs()[1], "f-"+token+"-") {
+				delivered["exec"]++
+			} else {
+				t.Errorf("unexpected exec in the test's cgroup: %v", p.GetArgs())
+			}
+		case ev.GetExit() != nil:
+			delivered["exit"]++
+		case ev.GetLoss() != nil:
+			l := ev.GetLoss()
+			for k, v := range l.GetRingBufferByKind() {
+				lostRB[k] += v
+			}
+			for k, v := range l.GetQueueByKind() {
+				lostQ[k] += v
+			}
+		}
+	}
+	k, _ := tr.Counts()
+	delivered["fork"] = k.Delivered["fork"] // forks feed the cache, they are not events
+	t.Logf("delivered %v, ring buffer lost %v, queue lost %v", delivered, lostRB, lostQ)
+	if lostRB["exec"] == 0 || lostQ["exec"] == 0 {
+		t.Errorf("the flood should overflow both the ring buffer and the queue: ring buffer %d, queue %d", lostRB["exec"], lostQ["exec"])
+	}
+	for kind, want := range expect {
+		if got := delivered[kind] + lostRB[kind] + lostQ[kind]; got != want {
+			t.Errorf("%s: delivered %d + lost %d (ring buffer) + %d (queue) = %d, want exactly %d",
+				kind, delivered[kind], lostRB[kind], lostQ[kind], got, want)
+		}
+	}
+}
