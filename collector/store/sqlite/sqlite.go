@@ -6,7 +6,6 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,9 +18,7 @@ import (
 	"time"
 
 	"github.com/nodeward/nodeward/collector/store"
-	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
+	"github.com/nodeward/nodeward/collector/store/sqlstore"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
@@ -29,14 +26,18 @@ import (
 var migrations embed.FS
 
 // Store is a SQLite-backed store.Store. Writes go through one connection
-// (SQLite has one writer); reads use a pool that WAL lets run beside it.
+// (SQLite has one writer) and are group-committed; reads use a pool that
+// WAL lets run beside it.
 type Store struct {
+	*sqlstore.Store
 	path   string
 	writer *sql.DB
-	reader *sql.DB
 }
 
 var _ store.Store = (*Store)(nil)
+
+// Dialect is SQLite's SQL.
+var dialect = sqlstore.Dialect{Name: "sqlite", Greatest: "MAX", CommitWorkers: 1}
 
 // Open opens or creates the SQLite file at path and brings its schema up to
 // date. Durability: synchronous=FULL, so an acked commit survives power loss,
@@ -74,12 +75,14 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
 	reader.SetMaxOpenConns(4)
-	s.reader = reader
-	// A previous collector process may have died with streams open.
+	// A previous collector process may have died with streams open; an
+	// SQLite file has one collector.
 	if _, err := writer.ExecContext(ctx, `UPDATE nodes SET connected = 0 WHERE connected <> 0`); err != nil {
-		_ = s.Close()
+		_ = reader.Close()
+		_ = writer.Close()
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
+	s.Store = sqlstore.New(dialect, writer, reader)
 	return s, nil
 }
 
@@ -133,216 +136,4 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("schema version %d is newer than this collector knows (%d): upgrade the collector", current, newest)
 	}
 	return nil
-}
-
-// Close closes both pools.
-func (s *Store) Close() error {
-	var errs []error
-	if s.reader != nil {
-		errs = append(errs, s.reader.Close())
-	}
-	errs = append(errs, s.writer.Close())
-	return errors.Join(errs...)
-}
-
-// commit runs fn in a write transaction after claiming (node, seq); a
-// sequence already claimed is reported as a duplicate and fn is not run.
-func (s *Store) commit(ctx context.Context, node string, seq uint64, kind string, received time.Time, fn func(*sql.Tx) error) (bool, error) {
-	if node == "" || seq == 0 {
-		return false, fmt.Errorf("commit %s: node and sequence are required", kind)
-	}
-	tx, err := s.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return false, fmt.Errorf("commit %s: %w", kind, err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	res, err := tx.ExecContext(ctx, `INSERT INTO sequences (node, seq, kind, received_ns) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		node, int64(seq), kind, received.UnixNano())
-	if err != nil {
-		return false, fmt.Errorf("commit %s: %w", kind, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return true, nil
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (name, last_seen_ns, last_sequence) VALUES (?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET last_seen_ns = MAX(last_seen_ns, excluded.last_seen_ns),
-		last_sequence = MAX(last_sequence, excluded.last_sequence)`, node, received.UnixNano(), int64(seq)); err != nil {
-		return false, fmt.Errorf("commit %s: node: %w", kind, err)
-	}
-	if err := fn(tx); err != nil {
-		return false, fmt.Errorf("commit %s: %w", kind, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("commit %s: %w", kind, err)
-	}
-	return false, nil
-}
-
-// CommitSnapshot implements store.Store.
-func (s *Store) CommitSnapshot(ctx context.Context, node string, seq uint64, snap *nodewardv1.Snapshot, received time.Time) (bool, error) {
-	body, err := proto.Marshal(snap)
-	if err != nil {
-		return false, fmt.Errorf("encode snapshot: %w", err)
-	}
-	return s.commit(ctx, node, seq, "snapshot", received, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO snapshots (node, seq, received_ns, snapshot) VALUES (?, ?, ?, ?)`,
-			node, int64(seq), received.UnixNano(), body); err != nil {
-			return err
-		}
-		// Only a newer snapshot replaces the latest: replays may arrive late.
-		_, err := tx.ExecContext(ctx, `UPDATE nodes SET snapshot = ?, snapshot_seq = ? WHERE name = ? AND (snapshot_seq IS NULL OR snapshot_seq < ?)`,
-			body, int64(seq), node, int64(seq))
-		return err
-	})
-}
-
-// CommitEvents implements store.Store.
-func (s *Store) CommitEvents(ctx context.Context, node string, seq uint64, events []*nodewardv1.Event, received time.Time) (bool, error) {
-	return s.commit(ctx, node, seq, "events", received, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO events (node, seq, idx, time_ns, kind, body) VALUES (?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for i, ev := range events {
-			body, err := proto.Marshal(ev)
-			if err != nil {
-				return fmt.Errorf("encode event %d: %w", i, err)
-			}
-			if _, err := stmt.ExecContext(ctx, node, int64(seq), i, ev.GetTime().AsTime().UnixNano(), EventKind(ev), body); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// EventKind is the short name of an event's body, as stored and filtered on.
-func EventKind(ev *nodewardv1.Event) string {
-	switch ev.GetBody().(type) {
-	case *nodewardv1.Event_Exec:
-		return "exec"
-	case *nodewardv1.Event_Exit:
-		return "exit"
-	case *nodewardv1.Event_Ssh:
-		return "ssh"
-	case *nodewardv1.Event_Loss:
-		return "loss"
-	case *nodewardv1.Event_Gap:
-		return "gap"
-	default:
-		return "unknown"
-	}
-}
-
-// LastSequence implements store.Store.
-func (s *Store) LastSequence(ctx context.Context, node string) (uint64, error) {
-	var seq int64
-	err := s.writer.QueryRowContext(ctx, `SELECT last_sequence FROM nodes WHERE name = ?`, node).Scan(&seq)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("last sequence of %s: %w", node, err)
-	}
-	return uint64(seq), nil
-}
-
-// TouchNode implements store.Store.
-func (s *Store) TouchNode(ctx context.Context, node string, seen time.Time, connected bool) error {
-	c := 0
-	if connected {
-		c = 1
-	}
-	_, err := s.writer.ExecContext(ctx, `INSERT INTO nodes (name, last_seen_ns, connected) VALUES (?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET last_seen_ns = MAX(last_seen_ns, excluded.last_seen_ns), connected = excluded.connected`,
-		node, seen.UnixNano(), c)
-	if err != nil {
-		return fmt.Errorf("touch node %s: %w", node, err)
-	}
-	return nil
-}
-
-const maxPageSize = 1000
-
-// ListNodes implements store.Store.
-func (s *Store) ListNodes(ctx context.Context, pageSize int, pageToken string) ([]*nodewardv1.Node, string, error) {
-	if pageSize <= 0 || pageSize > maxPageSize {
-		pageSize = maxPageSize
-	}
-	after := ""
-	if pageToken != "" {
-		b, err := base64.RawURLEncoding.DecodeString(pageToken)
-		if err != nil {
-			return nil, "", fmt.Errorf("bad page token: %w", err)
-		}
-		after = string(b)
-	}
-	rows, err := s.reader.QueryContext(ctx, `SELECT name, last_seen_ns, last_sequence, connected, snapshot FROM nodes WHERE name > ? ORDER BY name LIMIT ?`, after, pageSize+1)
-	if err != nil {
-		return nil, "", fmt.Errorf("list nodes: %w", err)
-	}
-	defer rows.Close()
-	var nodes []*nodewardv1.Node
-	for rows.Next() {
-		n, _, err := scanNode(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("list nodes: %w", err)
-		}
-		nodes = append(nodes, n)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("list nodes: %w", err)
-	}
-	next := ""
-	if len(nodes) > pageSize {
-		nodes = nodes[:pageSize]
-		next = base64.RawURLEncoding.EncodeToString([]byte(nodes[pageSize-1].GetName()))
-	}
-	return nodes, next, nil
-}
-
-// GetNode implements store.Store.
-func (s *Store) GetNode(ctx context.Context, name string) (*nodewardv1.Node, *nodewardv1.Snapshot, error) {
-	row := s.reader.QueryRowContext(ctx, `SELECT name, last_seen_ns, last_sequence, connected, snapshot FROM nodes WHERE name = ?`, name)
-	n, snap, err := scanNode(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, fmt.Errorf("node %q: %w", name, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("get node %s: %w", name, err)
-	}
-	return n, snap, nil
-}
-
-// scanNode builds a Node from its latest snapshot plus the collector's own
-// columns.
-func scanNode(row interface{ Scan(...any) error }) (*nodewardv1.Node, *nodewardv1.Snapshot, error) {
-	var (
-		name              string
-		lastSeen, lastSeq int64
-		connected         int
-		body              []byte
-	)
-	if err := row.Scan(&name, &lastSeen, &lastSeq, &connected, &body); err != nil {
-		return nil, nil, err
-	}
-	var snap *nodewardv1.Snapshot
-	node := &nodewardv1.Node{}
-	if body != nil {
-		snap = &nodewardv1.Snapshot{}
-		if err := proto.Unmarshal(body, snap); err != nil {
-			return nil, nil, fmt.Errorf("decode snapshot of %s: %w", name, err)
-		}
-		if snap.GetNode() != nil {
-			node = proto.Clone(snap.GetNode()).(*nodewardv1.Node)
-		}
-	}
-	node.Name = name
-	node.LastSequence = uint64(lastSeq)
-	node.Connected = connected != 0
-	if lastSeen > 0 {
-		node.LastSeen = timestamppb.New(time.Unix(0, lastSeen))
-	}
-	return node, snap, nil
 }

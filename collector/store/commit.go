@@ -1,0 +1,129 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+)
+
+// Request is one commit waiting in a group: a snapshot or an event batch.
+type Request struct {
+	Node      string
+	Seq       uint64
+	Received  time.Time
+	Snapshot  *nodewardv1.Snapshot
+	Events    []*nodewardv1.Event
+	Duplicate bool // set by the apply function
+
+	done chan error
+}
+
+// Committer groups concurrent commits into shared transactions: with a
+// thousand agents each sending small batches, one durable transaction per
+// batch would cap ingest at the disk's flush rate. Every request in a
+// group is answered only after the group's transaction commits.
+type Committer struct {
+	in        chan *Request
+	apply     func(context.Context, []*Request) error
+	maxRows   int
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	stop      chan struct{}
+}
+
+// NewCommitter starts workers goroutines that call apply with groups of up
+// to maxRows events (snapshots count as one).
+func NewCommitter(apply func(context.Context, []*Request) error, workers, maxRows int) *Committer {
+	c := &Committer{in: make(chan *Request, 4096), apply: apply, maxRows: maxRows, stop: make(chan struct{})}
+	for range workers {
+		c.wg.Add(1)
+		go c.run()
+	}
+	return c
+}
+
+// ErrClosed is returned by a commit submitted after Close.
+var ErrClosed = errors.New("store closed")
+
+// Submit queues r and waits for its group to commit.
+func (c *Committer) Submit(ctx context.Context, r *Request) (bool, error) {
+	r.done = make(chan error, 1)
+	select {
+	case c.in <- r:
+	case <-c.stop:
+		return false, ErrClosed
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return r.Duplicate, err
+	case <-ctx.Done():
+		// The group may still commit; the agent then replays and gets a
+		// duplicate ack. Nothing unacked is ever claimed stored.
+		return false, ctx.Err()
+	}
+}
+
+// Close finishes queued commits and stops the workers.
+func (c *Committer) Close() {
+	c.closeOnce.Do(func() { close(c.stop) })
+	c.wg.Wait()
+}
+
+func rows(r *Request) int { return len(r.Events) + 1 }
+
+func (c *Committer) run() {
+	defer c.wg.Done()
+	for {
+		var first *Request
+		select {
+		case first = <-c.in:
+		case <-c.stop:
+			// Drain what was queued before Close.
+			for {
+				select {
+				case r := <-c.in:
+					c.commit([]*Request{r})
+				default:
+					return
+				}
+			}
+		}
+		group := []*Request{first}
+		n := rows(first)
+	fill:
+		for n < c.maxRows {
+			select {
+			case r := <-c.in:
+				group = append(group, r)
+				n += rows(r)
+			default:
+				break fill
+			}
+		}
+		c.commit(group)
+	}
+}
+
+func (c *Committer) commit(group []*Request) {
+	// Commits outlive any one agent's stream: a cancelled stream must not
+	// roll back the other agents' data in the same group.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := c.apply(ctx, group)
+	if err != nil && len(group) > 1 {
+		// One bad request must not fail the rest: retry them one by one.
+		for _, r := range group {
+			r.Duplicate = false
+			r.done <- c.apply(ctx, []*Request{r})
+		}
+		return
+	}
+	for _, r := range group {
+		r.done <- err
+	}
+}
