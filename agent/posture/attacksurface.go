@@ -60,8 +60,12 @@ var referenceCounts = []struct {
 	match func(osr *nodewardv1.OsRelease, eks map[string]string) bool
 }{
 	{"EKS-optimized AMI 1.25", 316, func(_ *nodewardv1.OsRelease, eks map[string]string) bool { return len(eks) > 0 }},
-	{"Amazon Linux 2", 453, func(o *nodewardv1.OsRelease, _ map[string]string) bool { return o.GetId() == "amzn" && o.GetVersionId() == "2" }},
-	{"Ubuntu 22.04", 598, func(o *nodewardv1.OsRelease, _ map[string]string) bool { return o.GetId() == "ubuntu" && o.GetVersionId() == "22.04" }},
+	{"Amazon Linux 2", 453, func(o *nodewardv1.OsRelease, _ map[string]string) bool {
+		return o.GetId() == "amzn" && o.GetVersionId() == "2"
+	}},
+	{"Ubuntu 22.04", 598, func(o *nodewardv1.OsRelease, _ map[string]string) bool {
+		return o.GetId() == "ubuntu" && o.GetVersionId() == "22.04"
+	}},
 }
 
 func runAttackSurface(facts *nodewardv1.Snapshot, o attackSurfaceOptions) []*nodewardv1.Finding {
