@@ -206,7 +206,13 @@ type evaluator struct {
 	blocks  []MatchBlock
 	blockIx map[string]int
 	pass    int
+	lines   int // processed so far, against maxLines
 }
+
+// maxLines bounds the lines processed over all files and both passes: an
+// Include fan-out (every line including a file that includes ...) is
+// bounded in depth by sshd but not in width.
+const maxLines = 1 << 18
 
 // Evaluate computes the effective configuration as `sshd -T` does, with ci
 // as the -C specification (nil: none).
@@ -276,6 +282,9 @@ func (e *evaluator) parse(o *opts, file string, lines []string, ci *ConnInfo, fl
 		return &ConfigError{File: file, Msg: "Too many recursive configuration includes"}
 	}
 	for i, line := range lines {
+		if e.lines++; e.lines > maxLines {
+			return &ConfigError{File: file, Line: i + 1, Msg: fmt.Sprintf("more than %d configuration lines through Includes", maxLines)}
+		}
 		if err := e.line(o, line, file, i+1, active, ci, &flags, depth, &block); err != nil {
 			return err
 		}
