@@ -213,13 +213,7 @@ func readProc(proc, pid string, red *Redactor) (*nodewardv1.Process, procStat, e
 		v2, mem, err := parseCgroupFile(f)
 		f.Close()
 		if err == nil {
-			p.CgroupPath = v2
-			if _, _, ok := containerPath(v2); !ok && mem != "" {
-				p.CgroupPath = mem
-				if _, _, ok := containerPath(mem); !ok && v2 != "" {
-					p.CgroupPath = v2
-				}
-			}
+			p.CgroupPath = pickCgroupPath(v2, mem)
 		}
 	}
 	return p, st, nil
@@ -239,6 +233,22 @@ func attributePaths(p *nodewardv1.Process) {
 func containerPath(path string) (id, pod string, ok bool) {
 	id, pod = containerFromCgroup(path)
 	return id, pod, id != ""
+}
+
+// pickCgroupPath chooses the path that says most: the cgroup2 path when it
+// names a container, else the v1 memory controller's when that does (hybrid
+// and v1 nodes), else whichever is set.
+func pickCgroupPath(v2, memory string) string {
+	if _, _, ok := containerPath(v2); ok {
+		return v2
+	}
+	if _, _, ok := containerPath(memory); ok {
+		return memory
+	}
+	if v2 != "" {
+		return v2
+	}
+	return memory
 }
 
 func readLimited(path string, max int64) ([]byte, error) {
