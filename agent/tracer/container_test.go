@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nodeward/nodeward/agent/cgroups"
 	"github.com/nodeward/nodeward/internal/testutil"
 )
 
@@ -24,7 +25,7 @@ func TestContainerFromCgroupFixtures(t *testing.T) {
 		{"containerd-cgroupfs-v1", "2c4e6a8b0d1f3e5a7c9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c", "5c2d7e1f-8a9b-4c3d-a2e1-f0a9b8c7d6e5"},
 		{"containerd-systemd-v1", "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2", "1f2e3d4c-5b6a-4789-8abc-def012345678"},
 		{"crio-systemd-v2", "5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c", "9c8b7a6d-5e4f-4321-b0a9-8f7e6d5c4b3a"},
-		{"crio-conmon-systemd-v2", "", ""}, // cri-o's monitor process is not the container
+		{"crio-conmon-systemd-v2", "", "9c8b7a6d-5e4f-4321-b0a9-8f7e6d5c4b3a"}, // cri-o's monitor: in the pod, not a container
 		{"crio-cgroupfs-v1", "e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d6c7b8a9f0e1d2", "3a4b5c6d-7e8f-4901-a234-56789abcdef0"},
 		{"host-systemd-v2", "", ""},
 		{"host-hybrid", "", ""},
@@ -35,14 +36,12 @@ func TestContainerFromCgroupFixtures(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			v2, mem, err := parseCgroupFile(f)
+			info, err := cgroups.Parse(f)
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := pickCgroupPath(v2, mem)
-			id, pod := containerFromCgroup(path)
-			if id != tc.container || pod != tc.pod {
-				t.Errorf("%s: container %q pod %q, want %q %q", path, id, pod, tc.container, tc.pod)
+			if info.ContainerID != tc.container || info.PodUID != tc.pod {
+				t.Errorf("%s: container %q pod %q, want %q %q", info.Path, info.ContainerID, info.PodUID, tc.container, tc.pod)
 			}
 		})
 	}

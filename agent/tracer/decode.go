@@ -7,6 +7,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/nodeward/nodeward/agent/cgroups"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -204,7 +205,7 @@ func (h *handler) execEvent(x *rawExec) *nodewardv1.Event {
 // ids: the cgroup2 path when it names a container, else the v1 memory
 // controller's (hybrid and v1-only nodes).
 func (t *Tracer) attribute(p *nodewardv1.Process, v2, mem uint64) {
-	var first string
+	var first cgroups.Info
 	for _, c := range []struct {
 		h  hierarchy
 		id uint64
@@ -213,18 +214,19 @@ func (t *Tracer) attribute(p *nodewardv1.Process, v2, mem uint64) {
 		if path == "" {
 			continue
 		}
-		if first == "" {
-			first = path
+		info := cgroups.FromPath(path)
+		if info.ContainerID != "" {
+			first = info
+			break
 		}
-		if id, pod := containerFromCgroup(path); id != "" {
-			p.CgroupPath, p.ContainerId = path, id
-			if pod != "" {
-				p.Pod = &nodewardv1.Pod{Uid: pod}
-			}
-			return
+		if first.Path == "" || (first.PodUID == "" && info.PodUID != "") {
+			first = info
 		}
 	}
-	p.CgroupPath = first
+	p.CgroupPath, p.ContainerId = first.Path, first.ContainerID
+	if first.PodUID != "" {
+		p.Pod = &nodewardv1.Pod{Uid: first.PodUID}
+	}
 }
 
 // reportLoss emits a loss event when the counters moved since last.

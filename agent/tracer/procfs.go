@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nodeward/nodeward/agent/cgroups"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -93,37 +94,12 @@ func parseStatus(r io.Reader) (procStatus, error) {
 	return s, nil
 }
 
-// parseCgroupFile reads /proc/PID/cgroup and returns the cgroup2 path and
-// the v1 memory controller's path ("" when absent).
-func parseCgroupFile(r io.Reader) (v2, memory string, err error) {
-	sc := bufio.NewScanner(io.LimitReader(r, 64<<10))
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if parts[0] == "0" && parts[1] == "" {
-			v2 = parts[2]
-			continue
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			if c == "memory" {
-				memory = parts[2]
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", "", fmt.Errorf("read cgroup: %w", err)
-	}
-	return v2, memory, nil
-}
-
 const maxArgsBytes = 4096
 
 // FillFromProc adds every process running now, read from proc, so that
 // processes started before the tracer have ids, parents and ancestry.
 // Events seen since the tracer attached win over what /proc says.
-func (c *Cache) FillFromProc(proc string, cg *cgroupResolver, red *Redactor) error {
+func (c *Cache) FillFromProc(proc string, red *Redactor) error {
 	d, err := os.Open(proc)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", proc, err)
@@ -163,9 +139,6 @@ func (c *Cache) FillFromProc(proc string, cg *cgroupResolver, red *Redactor) err
 		f.p.StartTime = timestamppb.New(c.clock.ticks(f.key.start))
 		if cur := c.byPID[f.key.pid]; cur != nil && cur.selfStart == f.key.start {
 			continue // an event already told us more
-		}
-		if cg != nil {
-			attributePaths(f.p)
 		}
 		c.putLocked(f.key, f.parent, f.p)
 	}
@@ -210,45 +183,16 @@ func readProc(proc, pid string, red *Redactor) (*nodewardv1.Process, procStat, e
 		}
 	}
 	if f, err := os.Open(procPath(proc, pid, "cgroup")); err == nil {
-		v2, mem, err := parseCgroupFile(f)
+		info, err := cgroups.Parse(f)
 		f.Close()
 		if err == nil {
-			p.CgroupPath = pickCgroupPath(v2, mem)
+			p.CgroupPath, p.ContainerId = info.Path, info.ContainerID
+			if info.PodUID != "" {
+				p.Pod = &nodewardv1.Pod{Uid: info.PodUID}
+			}
 		}
 	}
 	return p, st, nil
-}
-
-// attributePaths sets the container and pod from the cgroup path read from
-// /proc.
-func attributePaths(p *nodewardv1.Process) {
-	if id, pod, ok := containerPath(p.CgroupPath); ok {
-		p.ContainerId = id
-		if pod != "" {
-			p.Pod = &nodewardv1.Pod{Uid: pod}
-		}
-	}
-}
-
-func containerPath(path string) (id, pod string, ok bool) {
-	id, pod = containerFromCgroup(path)
-	return id, pod, id != ""
-}
-
-// pickCgroupPath chooses the path that says most: the cgroup2 path when it
-// names a container, else the v1 memory controller's when that does (hybrid
-// and v1 nodes), else whichever is set.
-func pickCgroupPath(v2, memory string) string {
-	if _, _, ok := containerPath(v2); ok {
-		return v2
-	}
-	if _, _, ok := containerPath(memory); ok {
-		return memory
-	}
-	if v2 != "" {
-		return v2
-	}
-	return memory
 }
 
 func readLimited(path string, max int64) ([]byte, error) {

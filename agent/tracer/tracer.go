@@ -284,7 +284,7 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 	if !started {
 		return errors.New("tracer: Run called twice")
 	}
-	if err := t.cache.FillFromProc(t.cfg.Proc, t.cgroups, t.cfg.Redact); err != nil {
+	if err := t.cache.FillFromProc(t.cfg.Proc, t.cfg.Redact); err != nil {
 		t.cfg.Log.Warn("process cache: reading /proc at start-up", "err", err)
 	}
 
