@@ -37,7 +37,7 @@ them to a collector; "report" prints them here with no collector.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())
 	})
-	root.AddCommand(runCmd(), reportCmd(), sshdConfigCmd())
+	root.AddCommand(runCmd(), reportCmd(), sshdConfigCmd(), traceCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "nodeward-agent: %v\n", err)
 		return 1

@@ -107,6 +107,10 @@ func runAgent(ctx context.Context, o *runOptions) error {
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- snd.Run(ctx) }()
 
+	// eBPF tracing (trace.go): events go to the sender in batches, and each
+	// snapshot says whether tracing runs and, if not, why.
+	trc := startTracing(ctx, log, o.host.proc, o.nodeName, strings.TrimSpace(string(bootID)), snd)
+
 	var last *nodewardv1.Snapshot
 	forceSend := true
 	tick := time.NewTicker(o.interval)
@@ -116,6 +120,7 @@ func runAgent(ctx context.Context, o *runOptions) error {
 		if err != nil {
 			return err
 		}
+		snap.Node.Tracing = trc.Status()
 		for _, s := range snap.GetSources() {
 			if !s.GetOk() {
 				log.Warn("source failed", "source", s.GetName(), "err", s.GetError())

@@ -33,7 +33,7 @@ var DefaultValuePatterns = []string{
 
 // DefaultSecretFlags are flags whose next argument is a secret.
 var DefaultSecretFlags = []string{
-	"-p", "--password", "--passwd", "--pass", "--secret", "--token", "--api-key", "--apikey",
+	"--password", "--passwd", "--pass", "--secret", "--token", "--api-key", "--apikey",
 	"--access-key", "--secret-key", "--client-secret", "--private-key", "--passphrase", "--auth-token",
 	"--bearer-token",
 }
