@@ -23,7 +23,6 @@ const (
 	dpkgInfoDir     = "var/lib/dpkg/info"
 	dpkgLogPath     = "var/log/dpkg.log"
 	maxDpkgStatus   = 256 << 20
-	maxDpkgLine     = 16 << 20
 	maxDpkgLogBytes = 256 << 20
 )
 
@@ -32,11 +31,12 @@ const (
 type dpkgRecord struct {
 	pkg  *nodewardv1.Package
 	want string
+	// multiArchSame packages keep their files as info/NAME:ARCH.*.
+	multiArchSame bool
 }
 
-// dpkgKeptFields are the fields whose values the inventory uses; the rest
-// are only checked for syntax.
-var dpkgKeptFields = map[string]bool{"package": true, "status": true, "version": true, "architecture": true, "source": true}
+// dpkgField is one field of a stanza, as slices of the file.
+type dpkgField struct{ name, value []byte }
 
 var (
 	dpkgWants  = []string{"unknown", "install", "hold", "deinstall", "purge"}
@@ -49,20 +49,31 @@ var (
 // way dpkg does: stanzas of "Field: value" lines separated by blank lines,
 // continuation lines starting with a space or tab, field names
 // case-insensitive. It returns every stanza, not-installed ones included;
-// a line that is not a field, a stanza without Package, or a malformed
-// Status or Version is an error, as it is for dpkg-query.
+// a line that is not a field, a repeated field, a stanza without Package,
+// or a malformed Status or Version is an error, as it is for dpkg-query.
 func parseDpkgStatus(r io.Reader) ([]dpkgRecord, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	b, err := io.ReadAll(io.LimitReader(r, maxDpkgStatus+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxDpkgStatus {
+		return nil, fmt.Errorf("%w of %d bytes", hostfs.ErrTooLarge, maxDpkgStatus)
+	}
+	return parseDpkgStatusBytes(b)
+}
+
+// parseDpkgStatusBytes is parseDpkgStatus over a file already in memory:
+// field names and values stay slices of b; only the values the inventory
+// keeps are copied.
+func parseDpkgStatusBytes(b []byte) ([]dpkgRecord, error) {
 	var (
-		out     []dpkgRecord
-		fields  = map[string]string{}
-		seen    = map[string]bool{}
-		lastKey string
-		lineNo  int
-		start   int
+		out    []dpkgRecord
+		fields = make([]dpkgField, 0, 32)
+		lineNo int
+		start  int
 	)
 	flush := func() error {
-		if len(seen) == 0 {
+		if len(fields) == 0 {
 			return nil
 		}
 		rec, err := dpkgRecordFrom(fields)
@@ -70,94 +81,78 @@ func parseDpkgStatus(r io.Reader) ([]dpkgRecord, error) {
 			return fmt.Errorf("stanza at line %d: %w", start, err)
 		}
 		out = append(out, rec)
-		clear(fields)
-		clear(seen)
-		lastKey = ""
+		fields = fields[:0]
 		return nil
 	}
-	for {
-		line, err := readDpkgLine(br)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("line %d: %w", lineNo+1, err)
+	for len(b) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			line, b = b, nil
 		}
-		if len(line) > 0 || err == nil {
-			lineNo++
-		}
-		atEOF := errors.Is(err, io.EOF)
+		lineNo++
 		switch {
 		case len(bytes.TrimSpace(line)) == 0:
-			if ferr := flush(); ferr != nil {
-				return nil, ferr
+			if err := flush(); err != nil {
+				return nil, err
 			}
 		case line[0] == ' ' || line[0] == '\t':
-			if lastKey == "" {
+			// A continuation of a multi-line value (Description,
+			// Conffiles); none of the values the inventory keeps has one.
+			if len(fields) == 0 {
 				return nil, fmt.Errorf("line %d: continuation line outside a field", lineNo)
-			}
-			if _, kept := fields[lastKey]; kept {
-				fields[lastKey] += "\n" + string(line)
 			}
 		default:
 			name, value, ok := bytes.Cut(line, []byte{':'})
 			if !ok {
 				return nil, fmt.Errorf("line %d: field name %q must be followed by a colon", lineNo, truncate(string(line), 40))
 			}
-			key := strings.ToLower(string(bytes.TrimSpace(name)))
-			if key == "" {
+			name = bytes.TrimSpace(name)
+			if len(name) == 0 {
 				return nil, fmt.Errorf("line %d: empty field name", lineNo)
 			}
-			if seen[key] {
-				return nil, fmt.Errorf("line %d: duplicate field %q", lineNo, string(name))
+			for _, f := range fields {
+				if bytes.EqualFold(f.name, name) {
+					return nil, fmt.Errorf("line %d: duplicate value for %q field", lineNo, string(name))
+				}
 			}
-			if len(seen) == 0 {
+			if len(fields) == 0 {
 				start = lineNo
 			}
-			seen[key] = true
-			if dpkgKeptFields[key] {
-				fields[key] = string(bytes.TrimSpace(value))
-			}
-			lastKey = key
-		}
-		if atEOF {
-			if ferr := flush(); ferr != nil {
-				return nil, ferr
-			}
-			return out, nil
+			fields = append(fields, dpkgField{name, bytes.TrimSpace(value)})
 		}
 	}
-}
-
-// readDpkgLine returns one line without its newline, bounded in length.
-func readDpkgLine(br *bufio.Reader) ([]byte, error) {
-	var long []byte
-	for {
-		frag, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			long = append(long, frag...)
-			if len(long) > maxDpkgLine {
-				return nil, fmt.Errorf("line longer than %d bytes", maxDpkgLine)
-			}
-			continue
-		}
-		if long != nil {
-			frag = append(long, frag...)
-		}
-		return bytes.TrimSuffix(frag, []byte{'\n'}), err
+	if err := flush(); err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
-func dpkgRecordFrom(f map[string]string) (dpkgRecord, error) {
-	name := f["package"]
+// dpkgValue returns the value of a field of the stanza.
+func dpkgValue(fields []dpkgField, name string) (string, bool) {
+	for _, f := range fields {
+		if len(f.name) == len(name) && bytes.EqualFold(f.name, []byte(name)) {
+			return string(f.value), true
+		}
+	}
+	return "", false
+}
+
+func dpkgRecordFrom(f []dpkgField) (dpkgRecord, error) {
+	name, _ := dpkgValue(f, "Package")
 	if name == "" {
 		return dpkgRecord{}, errors.New("missing Package field")
 	}
+	arch, _ := dpkgValue(f, "Architecture")
 	p := &nodewardv1.Package{
 		Name:    name,
-		Arch:    f["architecture"],
+		Arch:    arch,
 		Manager: nodewardv1.PackageManager_PACKAGE_MANAGER_DPKG,
 	}
 	rec := dpkgRecord{pkg: p, want: "unknown"}
 	p.State = "not-installed"
-	if st, ok := f["status"]; ok {
+	if st, ok := dpkgValue(f, "Status"); ok {
 		words := strings.Fields(st)
 		if len(words) != 3 {
 			return rec, fmt.Errorf("package %s: Status %q: want three words", name, st)
@@ -167,7 +162,7 @@ func dpkgRecordFrom(f map[string]string) (dpkgRecord, error) {
 		}
 		rec.want, p.State = words[0], words[2]
 	}
-	if v, ok := f["version"]; ok {
+	if v, ok := dpkgValue(f, "Version"); ok {
 		dv, err := parseDpkgVersion(v)
 		if err != nil {
 			return rec, fmt.Errorf("package %s: Version %q: %w", name, v, err)
@@ -182,7 +177,10 @@ func dpkgRecordFrom(f map[string]string) (dpkgRecord, error) {
 	// parenthesised version, defaulting to the binary package's own.
 	p.SourceName = name
 	p.SourceVersion = p.Version
-	if src := f["source"]; src != "" {
+	if ma, _ := dpkgValue(f, "Multi-Arch"); ma == "same" {
+		rec.multiArchSame = true
+	}
+	if src, _ := dpkgValue(f, "Source"); src != "" {
 		p.SourceName, _, _ = strings.Cut(src, " ")
 		if _, rest, ok := strings.Cut(src, "("); ok {
 			v, _, _ := strings.Cut(rest, ")")
@@ -263,7 +261,7 @@ func readDpkg(root *hostfs.Root) ([]*nodewardv1.Package, error) {
 	if err != nil {
 		return nil, err
 	}
-	recs, err := parseDpkgStatus(bytes.NewReader(b))
+	recs, err := parseDpkgStatusBytes(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dpkgStatusPath, err)
 	}
@@ -271,13 +269,17 @@ func readDpkg(root *hostfs.Root) ([]*nodewardv1.Package, error) {
 	if err != nil {
 		return nil, err
 	}
-	var pkgs []*nodewardv1.Package
+	var listed []dpkgRecord
 	for _, r := range recs {
 		if r.pkg.State != "not-installed" {
-			pkgs = append(pkgs, r.pkg)
+			listed = append(listed, r)
 		}
 	}
-	dpkgInstallTimes(root, pkgs)
+	dpkgInstallTimes(root, listed)
+	pkgs := make([]*nodewardv1.Package, len(listed))
+	for i, r := range listed {
+		pkgs[i] = r.pkg
+	}
 	return pkgs, nil
 }
 
@@ -311,7 +313,7 @@ func applyDpkgUpdates(root *hostfs.Root, recs []dpkgRecord) ([]dpkgRecord, error
 		if err != nil {
 			return nil, err
 		}
-		upd, err := parseDpkgStatus(bytes.NewReader(b))
+		upd, err := parseDpkgStatusBytes(b)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
@@ -332,16 +334,26 @@ func applyDpkgUpdates(root *hostfs.Root, recs []dpkgRecord) ([]dpkgRecord, error
 // info/NAME.list (or NAME:ARCH.list) file, which dpkg rewrites on every
 // unpack; packages without one fall back to their last "status installed"
 // line in dpkg.log. Missing evidence leaves the time unset.
-func dpkgInstallTimes(root *hostfs.Root, pkgs []*nodewardv1.Package) {
+func dpkgInstallTimes(root *hostfs.Root, recs []dpkgRecord) {
 	var missing []*nodewardv1.Package
-	for _, p := range pkgs {
-		if p.State != "installed" && p.State != "half-configured" && p.State != "unpacked" &&
-			p.State != "triggers-awaited" && p.State != "triggers-pending" {
-			continue
+	for _, r := range recs {
+		p := r.pkg
+		switch p.State {
+		case "config-files", "half-installed":
+			continue // no file list: nothing of the package is installed
 		}
-		fi, err := root.Stat(dpkgInfoDir + "/" + p.Name + ":" + p.Arch + ".list")
-		if err != nil {
-			fi, err = root.Stat(dpkgInfoDir + "/" + p.Name + ".list")
+		// dpkg names the files NAME:ARCH.* for Multi-Arch: same packages,
+		// NAME.* otherwise; the other name is tried only if that fails.
+		names := []string{p.Name + ".list", p.Name + ":" + p.Arch + ".list"}
+		if r.multiArchSame {
+			names[0], names[1] = names[1], names[0]
+		}
+		var fi fs.FileInfo
+		err := fs.ErrNotExist
+		for _, n := range names {
+			if fi, err = root.Stat(dpkgInfoDir + "/" + n); err == nil {
+				break
+			}
 		}
 		if err == nil && fi.Mode().IsRegular() {
 			p.InstallTime = timestamppb.New(fi.ModTime())

@@ -1,0 +1,36 @@
+package inventory
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/nodeward/nodeward/agent/hostfs"
+	"github.com/nodeward/nodeward/internal/testutil"
+)
+
+func benchmarkReadPackages(b *testing.B, dir string) {
+	root, err := hostfs.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer root.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		inv, err := ReadPackages(ctx, root)
+		if err != nil || len(inv.Packages) == 0 {
+			b.Fatalf("%d packages, %v", len(inv.GetPackages()), err)
+		}
+	}
+}
+
+// BenchmarkReadPackagesLive reads this machine's own package database.
+func BenchmarkReadPackagesLive(b *testing.B) { benchmarkReadPackages(b, "/") }
+
+// BenchmarkReadPackagesFixture reads each rpm backend's fixture.
+func BenchmarkReadPackagesFixture(b *testing.B) {
+	for _, h := range []string{"rpm-amazonlinux2", "rpm-amazonlinux2023-plain", "rpm-sle15-bci", "debian-12-bookworm-minbase-openssh"} {
+		b.Run(h, func(b *testing.B) { benchmarkReadPackages(b, filepath.Join(testutil.FixtureHost(b, h), "root")) })
+	}
+}
