@@ -25,6 +25,8 @@ type runOptions struct {
 	nodeName  string
 	interval  time.Duration
 	heartbeat time.Duration
+	spoolDir  string
+	spoolMax  int64
 	logLevel  string
 	logFormat string
 }
@@ -51,6 +53,8 @@ with exponential backoff and jitter.`,
 	f.StringVar(&o.nodeName, "node-name", defaultNodeName(), "this node's name (env NODE_NAME)")
 	f.DurationVar(&o.interval, "interval", time.Minute, "how often to re-check the node for changes")
 	f.DurationVar(&o.heartbeat, "heartbeat", 30*time.Second, "how often an idle stream tells the collector the node is alive")
+	f.StringVar(&o.spoolDir, "spool-dir", "", "keep unacked data on disk here so a restart loses nothing (a hostPath in the DaemonSet); in memory when empty")
+	f.Int64Var(&o.spoolMax, "spool-max-bytes", 64<<20, "bound on the spool; when full the oldest events are dropped and reported as lost")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	return c
@@ -93,7 +97,17 @@ func runAgent(ctx context.Context, o *runOptions) error {
 		default:
 		}
 	}
+	var queue sender.Queue
+	if o.spoolDir != "" {
+		sp, err := sender.OpenSpool(o.spoolDir, o.spoolMax)
+		if err != nil {
+			return err
+		}
+		queue = sp
+		log.Info("spooling to disk", "dir", o.spoolDir, "pending", sp.Len(), "bytes", sp.Bytes(), "max_bytes", o.spoolMax)
+	}
 	snd := sender.New(conn, sender.Config{
+		Queue:        queue,
 		NodeName:     o.nodeName,
 		BootID:       strings.TrimSpace(string(bootID)),
 		AgentVersion: buildinfo.Version(),
@@ -135,6 +149,9 @@ func runAgent(ctx context.Context, o *runOptions) error {
 		select {
 		case <-ctx.Done():
 			<-sendDone
+			if err := snd.Close(); err != nil {
+				log.Warn("closing the queue", "err", err)
+			}
 			log.Info("agent stopped")
 			return nil
 		case <-tick.C:

@@ -42,7 +42,7 @@ done
 echo
 "$bin/nodeward" node "$node"
 echo
-if "$bin/nodeward" help tail >/dev/null 2>&1; then
+if "$bin/nodeward" --help | grep -q "^  tail "; then
   echo "Live events from $node (Ctrl-C to stop):"
   "$bin/nodeward" tail --node "$node" || true
 else

@@ -1,6 +1,8 @@
 // Package sender is the agent's half of AgentService.Connect: it numbers what
-// the agent sends, keeps it until the collector acks it, replays it after a
-// reconnect, and reconnects with backoff and jitter.
+// the agent sends, keeps it (in memory or in an on-disk spool) until the
+// collector acks it, replays it after a reconnect, and reconnects with
+// backoff and jitter. Loss is never silent: whatever a full queue drops is
+// reported to the collector as a LossEvent.
 package sender
 
 import (
@@ -24,8 +26,11 @@ type Config struct {
 	AgentVersion string
 	// Heartbeat is how often an idle stream says the node is alive.
 	Heartbeat time.Duration
-	// MaxPending bounds unacked messages kept in memory; past it the oldest
-	// event batches are dropped and counted.
+	// AckTimeout ends a stream whose oldest sent message has waited this long
+	// for its ack: the collector or the path to it has stalled.
+	AckTimeout time.Duration
+	// Queue holds unacked data; nil means in memory, bounded by MaxPending.
+	Queue      Queue
 	MaxPending int
 	// BackoffMin and BackoffMax bound the reconnect delay.
 	BackoffMin, BackoffMax time.Duration
@@ -36,28 +41,28 @@ type Config struct {
 	Log      *slog.Logger
 }
 
-type item struct {
-	seq uint64 // 0 until first sent on a stream
-	req *nodewardv1.ConnectRequest
-}
-
 // Sender owns the outgoing queue. Enqueue may be called from any goroutine.
 type Sender struct {
 	cfg    Config
 	client nodewardv1.AgentServiceClient
 
 	mu        sync.Mutex
-	pending   []*item
-	nextSeq   uint64 // 0 until the first Welcome tells us where to start
-	lastAcked uint64
-	dropped   uint64
-	wake      chan struct{}
+	queue     Queue
+	lastAcked uint64 // sequence
+	// lost counts events the queue dropped; reported holds how many of them
+	// a LossEvent has already carried.
+	lost, reported uint64
+	queueErr       error
+	wake           chan struct{}
 }
 
 // New returns a Sender that streams over conn.
 func New(conn grpc.ClientConnInterface, cfg Config) *Sender {
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 30 * time.Second
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = time.Minute
 	}
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 4096
@@ -71,7 +76,11 @@ func New(conn grpc.ClientConnInterface, cfg Config) *Sender {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Sender{cfg: cfg, client: nodewardv1.NewAgentServiceClient(conn), wake: make(chan struct{}, 1)}
+	q := cfg.Queue
+	if q == nil {
+		q = newMemQueue(cfg.MaxPending)
+	}
+	return &Sender{cfg: cfg, client: nodewardv1.NewAgentServiceClient(conn), queue: q, wake: make(chan struct{}, 1)}
 }
 
 // EnqueueSnapshot queues a snapshot for delivery.
@@ -86,30 +95,36 @@ func (s *Sender) EnqueueEvents(events []*nodewardv1.Event) {
 
 func (s *Sender) enqueue(req *nodewardv1.ConnectRequest) {
 	s.mu.Lock()
-	s.pending = append(s.pending, &item{req: req})
-	s.trimLocked()
+	dropped, err := s.queue.Append(req)
+	s.lost += dropped
+	if err != nil {
+		if s.queueErr == nil {
+			s.cfg.Log.Error("queue append failed; data is being lost", "err", err)
+		}
+		s.queueErr = err
+		s.lost += countEvents(req)
+	}
+	if s.lost > s.reported {
+		// Say what was lost, in the stream, right away: the LossEvent itself
+		// is the newest item, so only a further overflow can drop it, and
+		// that one is reported again.
+		n := s.lost - s.reported
+		s.reported = s.lost
+		le := &nodewardv1.LossEvent{Queue: n}
+		if _, onDisk := s.queue.(*Spool); onDisk {
+			le = &nodewardv1.LossEvent{Spool: n}
+		}
+		loss := &nodewardv1.ConnectRequest{Payload: &nodewardv1.ConnectRequest_Events{Events: &nodewardv1.EventBatch{Events: []*nodewardv1.Event{{
+			Time: timestamppb.Now(),
+			Body: &nodewardv1.Event_Loss{Loss: le},
+		}}}}}
+		if d, err := s.queue.Append(loss); err == nil {
+			s.lost += d
+		}
+		s.cfg.Log.Warn("queue full: oldest events dropped", "events", n, "lost_total", s.lost)
+	}
 	s.mu.Unlock()
 	s.signal()
-}
-
-// trimLocked drops the oldest event batches that were never sent while the
-// queue is over its bound. Snapshots are kept: a newer one supersedes them
-// anyway, and they are few.
-func (s *Sender) trimLocked() {
-	for len(s.pending) > s.cfg.MaxPending {
-		i := -1
-		for j, it := range s.pending {
-			if it.seq == 0 && it.req.GetEvents() != nil {
-				i = j
-				break
-			}
-		}
-		if i < 0 {
-			return
-		}
-		s.dropped += uint64(len(s.pending[i].req.GetEvents().GetEvents()))
-		s.pending = append(s.pending[:i], s.pending[i+1:]...)
-	}
 }
 
 // Stats reports the last acked sequence, the queue length and the events
@@ -117,7 +132,7 @@ func (s *Sender) trimLocked() {
 func (s *Sender) Stats() (lastAcked uint64, pending int, dropped uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.lastAcked, len(s.pending), s.dropped
+	return s.lastAcked, s.queue.Len(), s.lost
 }
 
 func (s *Sender) signal() {
@@ -164,7 +179,7 @@ func (s *Sender) session(ctx context.Context) (welcomed bool, err error) {
 	if err := stream.Send(&nodewardv1.ConnectRequest{Payload: &nodewardv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, fmt.Errorf("send hello: %w", err)
 	}
-	first, err := stream.Recv()
+	first, err := recvWithin(ctx, stream, s.cfg.AckTimeout)
 	if err != nil {
 		return false, fmt.Errorf("await welcome: %w", err)
 	}
@@ -172,27 +187,42 @@ func (s *Sender) session(ctx context.Context) (welcomed bool, err error) {
 	if w == nil {
 		return false, errors.New("collector did not answer Hello with Welcome")
 	}
-	s.welcome(w.GetLastStoredSequence())
+	if err := s.welcome(w.GetLastStoredSequence()); err != nil {
+		return false, err
+	}
 	s.cfg.Log.Info("connected to collector", "collector_version", w.GetCollectorVersion(), "last_stored", w.GetLastStoredSequence())
 	if s.cfg.OnConnect != nil {
 		s.cfg.OnConnect()
 	}
 
+	acks := make(chan struct{}, 1)
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- s.receive(stream) }()
+	go func() { recvErr <- s.receive(stream, acks) }()
 
-	var lastSent uint64 // highest sequence sent on this stream
+	var (
+		lastSent  uint64    // highest id sent on this stream
+		waitSince time.Time // when the oldest unacked send went out
+	)
 	heartbeat := time.NewTicker(s.cfg.Heartbeat)
 	defer heartbeat.Stop()
+	stall := time.NewTicker(max(s.cfg.AckTimeout/4, 10*time.Millisecond))
+	defer stall.Stop()
 	for {
 		for {
-			req, ok := s.nextToSend(&lastSent)
+			req, id, ok, err := s.nextToSend(lastSent)
+			if err != nil {
+				return true, err
+			}
 			if !ok {
 				break
 			}
 			if err := stream.Send(req); err != nil {
 				return true, fmt.Errorf("send: %w", err)
 			}
+			if waitSince.IsZero() {
+				waitSince = time.Now()
+			}
+			lastSent = id
 		}
 		select {
 		case <-ctx.Done():
@@ -200,6 +230,15 @@ func (s *Sender) session(ctx context.Context) (welcomed bool, err error) {
 		case err := <-recvErr:
 			return true, err
 		case <-s.wake:
+		case <-acks:
+			waitSince = time.Time{}
+			if s.unacked(lastSent) {
+				waitSince = time.Now()
+			}
+		case <-stall.C:
+			if !waitSince.IsZero() && time.Since(waitSince) > s.cfg.AckTimeout {
+				return true, fmt.Errorf("no ack for %s: the collector or the network has stalled", s.cfg.AckTimeout)
+			}
 		case <-heartbeat.C:
 			hb := &nodewardv1.ConnectRequest{Payload: &nodewardv1.ConnectRequest_Heartbeat{Heartbeat: &nodewardv1.Heartbeat{Time: timestamppb.Now()}}}
 			if err := stream.Send(hb); err != nil {
@@ -209,52 +248,72 @@ func (s *Sender) session(ctx context.Context) (welcomed bool, err error) {
 	}
 }
 
-// welcome reconciles the queue with what the store already holds: anything
-// numbered at or below it was committed before, and new data is numbered
-// after it.
-func (s *Sender) welcome(lastStored uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	kept := s.pending[:0]
-	for _, it := range s.pending {
-		if it.seq != 0 && it.seq <= lastStored {
-			continue
-		}
-		kept = append(kept, it)
+// recvWithin receives one message or gives up after d.
+func recvWithin(ctx context.Context, stream nodewardv1.AgentService_ConnectClient, d time.Duration) (*nodewardv1.ConnectResponse, error) {
+	type res struct {
+		m   *nodewardv1.ConnectResponse
+		err error
 	}
-	clear(s.pending[len(kept):])
-	s.pending = kept
-	if s.nextSeq <= lastStored {
-		s.nextSeq = lastStored + 1
-	}
-	if s.lastAcked < lastStored {
-		s.lastAcked = lastStored
+	c := make(chan res, 1)
+	go func() {
+		m, err := stream.Recv()
+		c <- res{m, err}
+	}()
+	select {
+	case r := <-c:
+		return r.m, r.err
+	case <-time.After(d):
+		return nil, fmt.Errorf("no answer within %s", d)
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
-// nextToSend returns the first pending item not yet sent on this stream,
-// numbering it on its first send. Pending is ordered: numbered items first,
-// in sequence order, then unnumbered ones.
-func (s *Sender) nextToSend(lastSent *uint64) (*nodewardv1.ConnectRequest, bool) {
+// welcome reconciles the queue with what the store already holds. The first
+// Welcome fixes the offset so new data is numbered after the store's last
+// sequence; anything at or below that sequence was committed before.
+func (s *Sender) welcome(lastStored uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, it := range s.pending {
-		if it.seq != 0 && it.seq <= *lastSent {
-			continue
+	off, ok := s.queue.Offset()
+	if !ok {
+		off = int64(lastStored) + 1 - int64(s.queue.First())
+		if err := s.queue.SetOffset(off); err != nil {
+			return err
 		}
-		if it.seq == 0 {
-			it.seq = s.nextSeq
-			s.nextSeq++
-			it.req.Sequence = it.seq
-		}
-		*lastSent = it.seq
-		return it.req, true
 	}
-	return nil, false
+	if committed := int64(lastStored) - off; committed > 0 {
+		if err := s.queue.Ack(uint64(committed)); err != nil {
+			return err
+		}
+	}
+	s.lastAcked = max(s.lastAcked, lastStored)
+	return nil
+}
+
+// unacked reports whether anything sent (id up to lastSent) awaits its ack.
+func (s *Sender) unacked(lastSent uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queue.Len() > 0 && s.queue.First() <= lastSent
+}
+
+// nextToSend returns the first queued item not yet sent on this stream,
+// with its sequence number.
+func (s *Sender) nextToSend(lastSent uint64) (*nodewardv1.ConnectRequest, uint64, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, req, ok, err := s.queue.Next(lastSent)
+	if err != nil || !ok {
+		return nil, 0, false, err
+	}
+	off, _ := s.queue.Offset()
+	req.Sequence = uint64(int64(id) + off)
+	return req, id, true, nil
 }
 
 // receive handles acks and collector requests until the stream ends.
-func (s *Sender) receive(stream nodewardv1.AgentService_ConnectClient) error {
+func (s *Sender) receive(stream nodewardv1.AgentService_ConnectClient, acks chan<- struct{}) error {
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -262,8 +321,14 @@ func (s *Sender) receive(stream nodewardv1.AgentService_ConnectClient) error {
 		}
 		switch p := resp.GetPayload().(type) {
 		case *nodewardv1.ConnectResponse_Ack:
-			s.ack(p.Ack.GetSequence())
+			if err := s.ack(p.Ack.GetSequence()); err != nil {
+				return err
+			}
 			s.cfg.Log.Debug("acked", "seq", p.Ack.GetSequence(), "duplicate", p.Ack.GetDuplicate())
+			select {
+			case acks <- struct{}{}:
+			default:
+			}
 		case *nodewardv1.ConnectResponse_Rescan:
 			if s.cfg.OnRescan != nil {
 				s.cfg.OnRescan(p.Rescan.GetSources())
@@ -272,16 +337,23 @@ func (s *Sender) receive(stream nodewardv1.AgentService_ConnectClient) error {
 	}
 }
 
-// ack forgets every pending item up to seq: acks come in order.
-func (s *Sender) ack(seq uint64) {
+// ack forgets everything up to seq: acks come in order.
+func (s *Sender) ack(seq uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
-	for n < len(s.pending) && s.pending[n].seq != 0 && s.pending[n].seq <= seq {
-		n++
+	off, _ := s.queue.Offset()
+	if id := int64(seq) - off; id > 0 {
+		if err := s.queue.Ack(uint64(id)); err != nil {
+			return err
+		}
 	}
-	s.pending = append(s.pending[:0], s.pending[n:]...)
-	if seq > s.lastAcked {
-		s.lastAcked = seq
-	}
+	s.lastAcked = max(s.lastAcked, seq)
+	return nil
+}
+
+// Close releases the queue (flushing a spool).
+func (s *Sender) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queue.Close()
 }
