@@ -49,7 +49,7 @@ func runSSHDService(ctx context.Context, env *source.Env, facts *nodewardv1.Snap
 	default:
 		f.Status = statUnknown
 	}
-	f.Evidence = append(f.Evidence, evd("decision", f.Status.String(), s.decision()))
+	f.Evidence = append(f.Evidence, evd("decision", strings.ToLower(strings.TrimPrefix(f.Status.String(), "FINDING_STATUS_")), s.decision()))
 	return []*nodewardv1.Finding{f}
 }
 
@@ -75,7 +75,7 @@ func (s *sshdFacts) decision() string {
 	case s.enabled:
 		return "sshd starts at boot"
 	case !s.installed:
-		return "no sshd binary, package or unit on the host"
+		return "no sshd binary, configuration, package or unit on the host"
 	case s.activeKnown:
 		return "sshd is installed but neither runs nor is enabled"
 	}
@@ -95,6 +95,11 @@ func sshdState(ctx context.Context, env *source.Env, facts *nodewardv1.Snapshot)
 			s.evidence = append(s.evidence, evd(b, "present", "the sshd binary is installed"))
 			break
 		}
+	}
+	// A package's configuration left on disk says it is (or was) installed.
+	if ok, err := exists(env.Root, "/etc/ssh/sshd_config"); err == nil && ok {
+		s.installed = true
+		s.evidence = append(s.evidence, evd("/etc/ssh/sshd_config", "present", "sshd is configured on the host"))
 	}
 	for _, p := range facts.GetPackages().GetPackages() {
 		if p.GetName() == "openssh-server" || p.GetName() == "openssh" && p.GetManager() == nodewardv1.PackageManager_PACKAGE_MANAGER_APK {
