@@ -30,7 +30,7 @@ is resolved from the root's own /etc/passwd and /etc/group.`,
 			if err != nil {
 				return err
 			}
-			defer r.Close()
+			defer func() { _ = r.Close() }()
 			prof, err := sshdconfig.DetectProfile(r)
 			if err != nil {
 				return err

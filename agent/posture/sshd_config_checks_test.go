@@ -45,7 +45,7 @@ func runSSHDConfigOn(t *testing.T, root string) map[string]*nodewardv1.Finding {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	defer func() { _ = r.Close() }()
 	got := map[string]*nodewardv1.Finding{}
 	for _, f := range runSSHDConfig(context.Background(), &source.Env{Root: r, Proc: "/proc"}, &nodewardv1.Snapshot{}) {
 		if got[f.GetCheckId()] != nil {

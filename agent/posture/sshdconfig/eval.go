@@ -454,7 +454,6 @@ func (e *evaluator) matchLine(cond string, ci *ConnInfo) (int, bool, error) {
 		}
 		cp = rest
 		if attrib[0] == '#' {
-			cp = ""
 			break
 		}
 		attributes++
@@ -467,7 +466,7 @@ func (e *evaluator) matchLine(cond string, ci *ConnInfo) (int, bool, error) {
 		}
 		arg, rest, ok, _ := strdelim(cp)
 		if !ok || arg == "" || arg[0] == '#' {
-			return -1, true, fmt.Errorf("Missing Match criteria for %s", attrib)
+			return -1, true, fmt.Errorf("missing Match criteria for %s", attrib)
 		}
 		cp = rest
 		switch strings.ToLower(attrib) {
@@ -505,7 +504,7 @@ func (e *evaluator) matchLine(cond string, ci *ConnInfo) (int, bool, error) {
 			}
 			if a == nil {
 				if addrMatchList("", arg) != 0 {
-					return -1, true, fmt.Errorf("Invalid Match %s argument '%s'", strings.ToLower(attrib), arg)
+					return -1, true, fmt.Errorf("invalid Match %s argument '%s'", strings.ToLower(attrib), arg)
 				}
 				result = 0
 				continue
@@ -541,11 +540,11 @@ func (e *evaluator) matchLine(cond string, ci *ConnInfo) (int, bool, error) {
 				result = 0
 			}
 		default:
-			return -1, true, fmt.Errorf("Unsupported Match attribute %s", attrib)
+			return -1, true, fmt.Errorf("unsupported Match attribute %s", attrib)
 		}
 	}
 	if attributes == 0 {
-		return -1, true, errors.New("One or more attributes required for Match")
+		return -1, true, errors.New("one or more attributes required for Match")
 	}
 	return result, true, nil
 }

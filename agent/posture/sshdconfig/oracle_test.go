@@ -154,7 +154,7 @@ func TestOwnCasesAgainstRealSSHD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer host.Close()
+	defer func() { _ = host.Close() }()
 	hostProf, err := DetectProfile(host)
 	if err != nil {
 		t.Fatalf("this machine's sshd: %v", err)
@@ -174,7 +174,7 @@ func TestOwnCasesAgainstRealSSHD(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer r.Close()
+			defer func() { _ = r.Close() }()
 			prof, err := DetectProfile(r)
 			if err != nil {
 				t.Fatal(err)
@@ -224,7 +224,7 @@ func TestFixturesAgainstRecordedSSHDT(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer r.Close()
+			defer func() { _ = r.Close() }()
 			prof, err := DetectProfile(r)
 			if err != nil {
 				t.Fatal(err)
