@@ -60,7 +60,7 @@ func (c *client) query(ctx context.Context, fn func(context.Context, nodewardv1.
 func nodesCmd(c *client) *cobra.Command {
 	return &cobra.Command{
 		Use:   "nodes",
-		Short: "List the fleet's nodes: OS, kernel, agent, last seen",
+		Short: "List the fleet's nodes: OS, kernel, agent, last seen, posture score",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.query(cmd.Context(), func(ctx context.Context, q nodewardv1.QueryServiceClient) error {
@@ -89,18 +89,22 @@ func nodesCmd(c *client) *cobra.Command {
 func nodeCmd(c *client) *cobra.Command {
 	return &cobra.Command{
 		Use:   "node NAME",
-		Short: "Show one node: OS facts, agent state and what its sources reported",
+		Short: "Show one node: posture and failing findings first, ports, packages, recent changes",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return c.query(cmd.Context(), func(ctx context.Context, q nodewardv1.QueryServiceClient) error {
-				resp, err := q.GetNode(ctx, &nodewardv1.GetNodeRequest{Name: args[0]})
+				if c.output == cli.JSON {
+					resp, err := q.GetNode(ctx, &nodewardv1.GetNodeRequest{Name: args[0]})
+					if err != nil {
+						return err
+					}
+					return cli.WriteJSON(cmd.OutOrStdout(), resp)
+				}
+				resp, changes, err := nodeDetail(ctx, q, args[0])
 				if err != nil {
 					return err
 				}
-				if c.output == cli.JSON {
-					return cli.WriteJSON(cmd.OutOrStdout(), resp)
-				}
-				return render.Node(cmd.OutOrStdout(), resp.GetNode(), resp.GetSnapshot(), time.Now())
+				return render.NodeDetail(cmd.OutOrStdout(), resp.GetNode(), resp.GetSnapshot(), changes, time.Now())
 			})
 		},
 	}

@@ -39,7 +39,8 @@ as the collector; the other verbs ask a running collector (--server, or $NODEWAR
 		return fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())
 	})
 	cl.addFlags(root)
-	root.AddCommand(serveCmd(), nodesCmd(cl), nodeCmd(cl))
+	root.AddCommand(serveCmd(), nodesCmd(cl), nodeCmd(cl), findingsCmd(cl), packagesCmd(cl), portsCmd(cl), changesCmd(cl),
+		eventsCmd(cl), tailCmd(cl), loadtestCmd(cl))
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "nodeward: %s\n", cli.Describe(err, cl.server))
 		return 1

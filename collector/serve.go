@@ -4,17 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/nodeward/nodeward/collector/hub"
 	"github.com/nodeward/nodeward/collector/ingest"
+	"github.com/nodeward/nodeward/collector/metrics"
 	"github.com/nodeward/nodeward/collector/query"
 	"github.com/nodeward/nodeward/collector/store"
+	"github.com/nodeward/nodeward/collector/store/postgres"
 	"github.com/nodeward/nodeward/collector/store/sqlite"
 	"github.com/nodeward/nodeward/internal/buildinfo"
 	"github.com/nodeward/nodeward/internal/cli"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -24,11 +31,15 @@ import (
 )
 
 type serveOptions struct {
-	listen      string
-	store       string
-	logLevel    string
-	logFormat   string
-	stopTimeout time.Duration
+	listen        string
+	store         string
+	metricsListen string
+	retention     time.Duration
+	replica       string
+	tailQueue     int
+	logLevel      string
+	logFormat     string
+	stopTimeout   time.Duration
 }
 
 func serveCmd() *cobra.Command {
@@ -41,23 +52,39 @@ is acked only once it is committed to --store. The same address serves the query
 the gRPC health service and server reflection (grpcurl works).
 
 Stores:
-  sqlite:PATH   an embedded SQLite file (WAL mode), created if missing`,
-		Example: "  nodeward serve --listen 127.0.0.1:7420 --store sqlite:/var/lib/nodeward/nodeward.db",
-		Args:    cobra.NoArgs,
+  sqlite:PATH        an embedded SQLite file (WAL mode), created if missing
+  postgres://...     a PostgreSQL database (pgx connection URL); several replicas
+                     may share it, each sees every agent in queries and tails
+
+Events older than --retention are deleted in the background in small batches;
+snapshot history and change records are kept as long. Prometheus metrics are
+served on --metrics-listen at /metrics.`,
+		Example: `  nodeward serve --listen 127.0.0.1:7420 --store sqlite:/var/lib/nodeward/nodeward.db
+  nodeward serve --store postgres://nodeward@db:5432/nodeward --metrics-listen :9420`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd.Context(), o)
 		},
 	}
 	f := c.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:7420", "address to serve agents and queries on")
-	f.StringVar(&o.store, "store", "sqlite:nodeward.db", "where to keep the fleet's data (sqlite:PATH)")
+	f.StringVar(&o.store, "store", "sqlite:nodeward.db", "where to keep the fleet's data (sqlite:PATH or postgres://...)")
+	f.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	f.DurationVar(&o.retention, "retention", 14*24*time.Hour, "delete events older than this (0 keeps everything)")
+	f.StringVar(&o.replica, "replica-id", defaultReplica(), "this replica's name in a shared PostgreSQL store")
+	f.IntVar(&o.tailQueue, "tail-queue", hub.DefaultQueue, "events each live tail may fall behind before it misses some")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.DurationVar(&o.stopTimeout, "shutdown-timeout", 15*time.Second, "how long to let in-flight commits finish on SIGTERM")
 	return c
 }
 
-func openStore(ctx context.Context, spec string) (store.Store, error) {
+func defaultReplica() string {
+	h, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}
+
+func openStore(ctx context.Context, spec, replica string) (store.Store, error) {
 	scheme, loc, ok := strings.Cut(spec, ":")
 	if !ok || loc == "" {
 		return nil, fmt.Errorf("--store %q: want SCHEME:LOCATION, e.g. sqlite:/var/lib/nodeward/nodeward.db", spec)
@@ -69,8 +96,36 @@ func openStore(ctx context.Context, spec string) (store.Store, error) {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 		return st, nil
+	case "postgres", "postgresql":
+		st, err := postgres.Open(ctx, spec, replica)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return st, nil
 	}
-	return nil, fmt.Errorf("--store %q: unknown store %q (known: sqlite)", spec, scheme)
+	return nil, fmt.Errorf("--store %q: unknown store %q (known: sqlite, postgres)", spec, scheme)
+}
+
+// serveMetrics serves /metrics until ctx ends.
+func serveMetrics(ctx context.Context, addr string, m *metrics.Metrics, log *slog.Logger) (func(), error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	log.Info("metrics serving", "listen", lis.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}, nil
 }
 
 func serve(ctx context.Context, o *serveOptions) error {
@@ -78,11 +133,33 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, o.store)
+	st, err := openStore(ctx, o.store, o.replica)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+
+	// Background work (retention, following other replicas) stops with
+	// bgCancel before the store closes.
+	bgCtx, bgCancel := context.WithCancel(ctx)
+	defer bgCancel()
+	tail := hub.New(o.tailQueue)
+	m := metrics.New(tail, st, log)
+	if f, ok := st.(store.Follower); ok {
+		go func() {
+			if err := f.Follow(bgCtx, tail.Publish); err != nil {
+				log.Error("following other replicas", "err", err)
+			}
+		}()
+	}
+	go store.Retention{Keep: o.retention, Log: log}.Run(bgCtx, st)
+	if o.metricsListen != "" {
+		stop, err := serveMetrics(ctx, o.metricsListen, m, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -92,14 +169,15 @@ func serve(ctx context.Context, o *serveOptions) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
-	agents := ingest.New(st, log, buildinfo.Version())
+	agents := ingest.New(st, log, buildinfo.Version(), tail, m)
 	nodewardv1.RegisterAgentServiceServer(srv, agents)
-	nodewardv1.RegisterQueryServiceServer(srv, query.New(st))
+	queries := query.New(st, tail)
+	nodewardv1.RegisterQueryServiceServer(srv, queries)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 
-	log.Info("collector serving", "listen", lis.Addr().String(), "store", o.store, "version", buildinfo.Version())
+	log.Info("collector serving", "listen", lis.Addr().String(), "store", redact(o.store), "version", buildinfo.Version())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
@@ -110,6 +188,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 	log.Info("shutting down: finishing in-flight work")
 	hs.Shutdown()
 	agents.Shutdown()
+	queries.Shutdown()
 	done := make(chan struct{})
 	go func() { srv.GracefulStop(); close(done) }()
 	select {
@@ -122,4 +201,17 @@ func serve(ctx context.Context, o *serveOptions) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// redact hides a password in a store URL before it is logged.
+func redact(spec string) string {
+	if i := strings.Index(spec, "://"); i >= 0 {
+		rest := spec[i+3:]
+		if at := strings.Index(rest, "@"); at >= 0 {
+			if c := strings.Index(rest[:at], ":"); c >= 0 {
+				return spec[:i+3] + rest[:c] + ":xxxxx" + rest[at:]
+			}
+		}
+	}
+	return spec
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nodeward/nodeward/collector/metrics"
 	"github.com/nodeward/nodeward/collector/store"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"google.golang.org/grpc/codes"
@@ -18,19 +19,26 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// Publisher receives every commit once it is durable (the live tail hub).
+type Publisher interface {
+	Publish(store.Committed)
+}
+
 // Server implements nodewardv1.AgentServiceServer.
 type Server struct {
 	nodewardv1.UnimplementedAgentServiceServer
 	store    store.Store
 	log      *slog.Logger
 	version  string
+	pub      Publisher
+	metrics  *metrics.Metrics
 	stopping chan struct{}
 	stopOnce sync.Once
 }
 
-// New returns an ingest server committing to st.
-func New(st store.Store, log *slog.Logger, version string) *Server {
-	return &Server{store: st, log: log, version: version, stopping: make(chan struct{})}
+// New returns an ingest server committing to st. pub and m may be nil.
+func New(st store.Store, log *slog.Logger, version string, pub Publisher, m *metrics.Metrics) *Server {
+	return &Server{store: st, log: log, version: version, pub: pub, metrics: m, stopping: make(chan struct{})}
 }
 
 // Shutdown makes every stream finish the message it is committing, ack it,
@@ -64,6 +72,11 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 	}
 	if err := s.store.TouchNode(ctx, node, time.Now(), true); err != nil {
 		return status.Error(codes.Unavailable, "store unavailable")
+	}
+	if s.metrics != nil {
+		s.metrics.AgentsConnected.Inc()
+		s.metrics.NodeLastSeen.WithLabelValues(node).SetToCurrentTime()
+		defer s.metrics.AgentsConnected.Dec()
 	}
 	defer func() {
 		// The stream's context is done by now; record the disconnect anyway.
@@ -130,11 +143,20 @@ func (s *Server) handle(ctx context.Context, node string, req *nodewardv1.Connec
 		dup bool
 		err error
 	)
+	kind := "events"
+	var events []*nodewardv1.Event
+	if s.metrics != nil {
+		s.metrics.NodeLastSeen.WithLabelValues(node).SetToCurrentTime()
+	}
 	switch p := req.GetPayload().(type) {
 	case *nodewardv1.ConnectRequest_Heartbeat:
-		if err := s.store.TouchNode(ctx, node, now, true); err != nil {
+		err := s.store.TouchNode(ctx, node, now, true)
+		s.metrics.Observe("touch_node", now, err)
+		if err != nil {
+			s.count("heartbeat", "error")
 			return status.Error(codes.Unavailable, "store unavailable")
 		}
+		s.count("heartbeat", "stored")
 		return nil
 	case *nodewardv1.ConnectRequest_Snapshot:
 		if req.GetSequence() == 0 {
@@ -146,15 +168,22 @@ func (s *Server) handle(ctx context.Context, node string, req *nodewardv1.Connec
 		}
 		// The node's name is the stream's, whatever the payload claims.
 		snap.Node.Name = node
+		kind = "snapshot"
 		dup, err = s.store.CommitSnapshot(ctx, node, req.GetSequence(), snap, now)
+		s.metrics.Observe("commit_snapshot", now, err)
 	case *nodewardv1.ConnectRequest_Events:
 		if req.GetSequence() == 0 {
 			return status.Error(codes.InvalidArgument, "event batch without a sequence number")
 		}
-		for _, ev := range p.Events.GetEvents() {
+		events = p.Events.GetEvents()
+		for i, ev := range events {
+			// The collector's own fields: whose, and where in the stream.
 			ev.NodeName = node
+			ev.Sequence = req.GetSequence()
+			ev.Index = uint32(i)
 		}
-		dup, err = s.store.CommitEvents(ctx, node, req.GetSequence(), p.Events.GetEvents(), now)
+		dup, err = s.store.CommitEvents(ctx, node, req.GetSequence(), events, now)
+		s.metrics.Observe("commit_events", now, err)
 	case *nodewardv1.ConnectRequest_Hello:
 		return status.Error(codes.InvalidArgument, "Hello sent twice")
 	default:
@@ -162,12 +191,34 @@ func (s *Server) handle(ctx context.Context, node string, req *nodewardv1.Connec
 	}
 	if err != nil {
 		// Not acked: the agent keeps the data and sends it again.
+		s.count(kind, "error")
 		s.log.Error("commit failed", "node", node, "seq", req.GetSequence(), "err", err)
 		return status.Error(codes.Unavailable, "store commit failed")
 	}
-	return stream.Send(&nodewardv1.ConnectResponse{Payload: &nodewardv1.ConnectResponse_Ack{
+	if dup {
+		s.count(kind, "duplicate")
+	} else {
+		s.count(kind, "stored")
+		if s.metrics != nil && kind == "events" {
+			s.metrics.IngestEvents.Add(float64(len(events)))
+		}
+		if s.pub != nil {
+			s.pub.Publish(store.Committed{Node: node, Seq: req.GetSequence(), Events: events})
+		}
+	}
+	err = stream.Send(&nodewardv1.ConnectResponse{Payload: &nodewardv1.ConnectResponse_Ack{
 		Ack: &nodewardv1.Ack{Sequence: req.GetSequence(), Duplicate: dup},
 	}})
+	if s.metrics != nil {
+		s.metrics.AckLatency.Observe(time.Since(now).Seconds())
+	}
+	return err
+}
+
+func (s *Server) count(kind, result string) {
+	if s.metrics != nil {
+		s.metrics.IngestMessages.WithLabelValues(kind, result).Inc()
+	}
 }
 
 // ValidNodeName accepts Kubernetes node names: DNS subdomains.

@@ -1,24 +1,38 @@
-// Package query is the collector's QueryService: what SREs ask of the fleet.
+// Package query is the collector's QueryService: what SREs ask of the fleet,
+// and the live tail.
 package query
 
 import (
 	"context"
 	"errors"
+	"sync"
 
+	"github.com/nodeward/nodeward/collector/eventfilter"
+	"github.com/nodeward/nodeward/collector/hub"
 	"github.com/nodeward/nodeward/collector/store"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// Server implements nodewardv1.QueryServiceServer over a store.
+// Server implements nodewardv1.QueryServiceServer over a store and a hub.
 type Server struct {
 	nodewardv1.UnimplementedQueryServiceServer
-	store store.Store
+	store    store.Store
+	hub      *hub.Hub
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
-// New returns a query server reading from st.
-func New(st store.Store) *Server { return &Server{store: st} }
+// New returns a query server reading from st; h feeds TailEvents (nil
+// refuses tails).
+func New(st store.Store, h *hub.Hub) *Server {
+	return &Server{store: st, hub: h, stopping: make(chan struct{})}
+}
+
+// Shutdown ends every tail (they would otherwise hold a graceful stop
+// forever); clients reconnect to another replica or after the restart.
+func (s *Server) Shutdown() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
 // ListNodes implements QueryService.
 func (s *Server) ListNodes(ctx context.Context, req *nodewardv1.ListNodesRequest) (*nodewardv1.ListNodesResponse, error) {
@@ -44,11 +58,138 @@ func (s *Server) GetNode(ctx context.Context, req *nodewardv1.GetNodeRequest) (*
 	return &nodewardv1.GetNodeResponse{Node: node, Snapshot: snap}, nil
 }
 
-func storeError(err error) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return status.Error(codes.NotFound, err.Error())
+func negative(n int32) error {
+	if n < 0 {
+		return status.Error(codes.InvalidArgument, "page_size must not be negative")
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	return nil
+}
+
+// ListFindings implements QueryService.
+func (s *Server) ListFindings(ctx context.Context, req *nodewardv1.ListFindingsRequest) (*nodewardv1.ListFindingsResponse, error) {
+	if err := negative(req.GetPageSize()); err != nil {
+		return nil, err
+	}
+	resp, err := s.store.ListFindings(ctx, req)
+	return resp, storeError(err)
+}
+
+// ListPackages implements QueryService.
+func (s *Server) ListPackages(ctx context.Context, req *nodewardv1.ListPackagesRequest) (*nodewardv1.ListPackagesResponse, error) {
+	if err := negative(req.GetPageSize()); err != nil {
+		return nil, err
+	}
+	resp, err := s.store.ListPackages(ctx, req)
+	return resp, storeError(err)
+}
+
+// ListPorts implements QueryService.
+func (s *Server) ListPorts(ctx context.Context, req *nodewardv1.ListPortsRequest) (*nodewardv1.ListPortsResponse, error) {
+	if err := negative(req.GetPageSize()); err != nil {
+		return nil, err
+	}
+	resp, err := s.store.ListPorts(ctx, req)
+	return resp, storeError(err)
+}
+
+// ListChanges implements QueryService.
+func (s *Server) ListChanges(ctx context.Context, req *nodewardv1.ListChangesRequest) (*nodewardv1.ListChangesResponse, error) {
+	if err := negative(req.GetPageSize()); err != nil {
+		return nil, err
+	}
+	resp, err := s.store.ListChanges(ctx, req)
+	return resp, storeError(err)
+}
+
+// QueryEvents implements QueryService.
+func (s *Server) QueryEvents(ctx context.Context, req *nodewardv1.QueryEventsRequest) (*nodewardv1.QueryEventsResponse, error) {
+	if err := negative(req.GetPageSize()); err != nil {
+		return nil, err
+	}
+	resp, err := s.store.QueryEvents(ctx, req)
+	return resp, storeError(err)
+}
+
+// tailBatch bounds how many events one TailEventsResponse carries.
+const tailBatch = 512
+
+// TailEvents implements QueryService: it streams what ingest commits from
+// now on, filtered and masked. A subscriber that reads too slowly misses
+// events and is told how many with a gap event; it never slows ingest.
+func (s *Server) TailEvents(req *nodewardv1.TailEventsRequest, stream nodewardv1.QueryService_TailEventsServer) error {
+	if s.hub == nil {
+		return status.Error(codes.Unimplemented, "this collector has no live tail")
+	}
+	set, err := eventfilter.CompileSet(req.GetAllow(), req.GetDeny())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	mask, err := eventfilter.NewMask(req.GetFieldMask())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	sub := s.hub.Subscribe()
+	defer sub.Close()
+	// Headers go out now, so the client knows the tail is live before
+	// the first event.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	out := make([]*nodewardv1.Event, 0, tailBatch)
+	for {
+		var batch []*nodewardv1.Event
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "collector shutting down")
+		case batch = <-sub.C:
+		}
+		// Take what else is already queued, up to one response's worth.
+		for more := true; more; {
+			out = s.filter(out, batch, set, mask)
+			sub.Done(len(batch))
+			more = false
+			if len(out) < tailBatch {
+				select {
+				case batch = <-sub.C:
+					more = true
+				default:
+				}
+			}
+		}
+		if len(out) == 0 {
+			continue
+		}
+		if err := stream.Send(&nodewardv1.TailEventsResponse{Events: out}); err != nil {
+			return err
+		}
+		out = make([]*nodewardv1.Event, 0, tailBatch)
+	}
+}
+
+func (s *Server) filter(out, batch []*nodewardv1.Event, set *eventfilter.Set, mask *eventfilter.Mask) []*nodewardv1.Event {
+	for _, ev := range batch {
+		// Gap markers always pass: a filtered tail still must know it
+		// missed something.
+		if ev.GetGap() == nil && !set.Match(ev) {
+			continue
+		}
+		out = append(out, mask.Apply(ev))
+	}
+	return out
+}
+
+func storeError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, store.ErrBadRequest):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}
 	return status.Error(codes.Internal, err.Error())

@@ -61,15 +61,15 @@ func Nodes(w io.Writer, nodes []*nodewardv1.Node, now time.Time) error {
 		return err
 	}
 	tw := newTab(w)
-	fmt.Fprintln(tw, "NAME\tOS\tKERNEL\tARCH\tAGENT\tSTREAM\tLAST SEEN")
+	fmt.Fprintln(tw, "NAME\tOS\tKERNEL\tARCH\tAGENT\tSTREAM\tLAST SEEN\tSCORE\tFAILING")
 	for _, n := range nodes {
 		stream := "down"
 		if n.GetConnected() {
 			stream = "up"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", Truncate(n.GetName(), 40), Truncate(osName(n), 32),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", Truncate(n.GetName(), 40), Truncate(osName(n), 32),
 			Truncate(n.GetKernelRelease(), 24), n.GetArchitecture(), Truncate(n.GetAgentVersion(), 18), stream,
-			Ago(n.GetLastSeen().AsTime(), now))
+			Ago(n.GetLastSeen().AsTime(), now), Score(n.GetPosture()), Failing(n.GetPosture()))
 	}
 	return tw.Flush()
 }
@@ -105,12 +105,21 @@ func Node(w io.Writer, n *nodewardv1.Node, snap *nodewardv1.Snapshot, now time.T
 	if t := n.GetTracing(); t != nil {
 		row("Tracing", strings.TrimSpace(strings.ToLower(strings.TrimPrefix(t.GetState().String(), "TRACING_STATE_"))+" "+t.GetReason()))
 	}
+	if p := n.GetPosture(); p.GetDecided() > 0 || p.GetUnknown() > 0 || p.GetErrors() > 0 {
+		row("Posture", fmt.Sprintf("score %s/100, failing: %s, undecided: %d unknown, %d error", Score(p), Failing(p), p.GetUnknown(), p.GetErrors()))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if snap == nil {
 		_, err := fmt.Fprintln(w, "\nNo snapshot received yet.")
 		return err
+	}
+	if fs := snap.GetFindings(); len(fs) > 0 {
+		fmt.Fprintf(w, "\nFindings (%d, failing first)\n", len(fs))
+		if err := Findings(w, fs, false, now); err != nil {
+			return err
+		}
 	}
 	return sources(w, snap)
 }

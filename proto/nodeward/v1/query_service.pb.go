@@ -1518,8 +1518,9 @@ func (x *TailEventsRequest) GetFieldMask() *fieldmaskpb.FieldMask {
 }
 
 type TailEventsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In arrival order; the server sends what is ready together.
+	Events        []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1554,9 +1555,9 @@ func (*TailEventsResponse) Descriptor() ([]byte, []int) {
 	return file_nodeward_v1_query_service_proto_rawDescGZIP(), []int{19}
 }
 
-func (x *TailEventsResponse) GetEvent() *Event {
+func (x *TailEventsResponse) GetEvents() []*Event {
 	if x != nil {
-		return x.Event
+		return x.Events
 	}
 	return nil
 }
@@ -1674,9 +1675,9 @@ const file_nodeward_v1_query_service_proto_rawDesc = "" +
 	"\x05allow\x18\x01 \x03(\v2\x18.nodeward.v1.EventFilterR\x05allow\x12,\n" +
 	"\x04deny\x18\x02 \x03(\v2\x18.nodeward.v1.EventFilterR\x04deny\x129\n" +
 	"\n" +
-	"field_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\tfieldMask\">\n" +
-	"\x12TailEventsResponse\x12(\n" +
-	"\x05event\x18\x01 \x01(\v2\x12.nodeward.v1.EventR\x05event*\x99\x01\n" +
+	"field_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\tfieldMask\"@\n" +
+	"\x12TailEventsResponse\x12*\n" +
+	"\x06events\x18\x01 \x03(\v2\x12.nodeward.v1.EventR\x06events*\x99\x01\n" +
 	"\tVersionOp\x12\x1a\n" +
 	"\x16VERSION_OP_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVERSION_OP_LT\x10\x01\x12\x11\n" +
@@ -1791,7 +1792,7 @@ var file_nodeward_v1_query_service_proto_depIdxs = []int32{
 	18, // 24: nodeward.v1.TailEventsRequest.allow:type_name -> nodeward.v1.EventFilter
 	18, // 25: nodeward.v1.TailEventsRequest.deny:type_name -> nodeward.v1.EventFilter
 	33, // 26: nodeward.v1.TailEventsRequest.field_mask:type_name -> google.protobuf.FieldMask
-	32, // 27: nodeward.v1.TailEventsResponse.event:type_name -> nodeward.v1.Event
+	32, // 27: nodeward.v1.TailEventsResponse.events:type_name -> nodeward.v1.Event
 	3,  // 28: nodeward.v1.QueryService.ListNodes:input_type -> nodeward.v1.ListNodesRequest
 	5,  // 29: nodeward.v1.QueryService.GetNode:input_type -> nodeward.v1.GetNodeRequest
 	7,  // 30: nodeward.v1.QueryService.ListFindings:input_type -> nodeward.v1.ListFindingsRequest

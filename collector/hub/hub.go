@@ -1,0 +1,192 @@
+// Package hub fans committed events out to live tail subscribers. Ingest
+// publishes without ever waiting: each subscriber has a bounded queue, and
+// what does not fit is counted and later announced to that subscriber as a
+// gap. Per-node sequence numbers are watched too, so a tail shows where a
+// node's data was lost anywhere upstream.
+package hub
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nodeward/nodeward/collector/store"
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// DefaultQueue is each subscriber's queue, in events.
+const DefaultQueue = 20000
+
+// Hub is the live fan-out. The zero value is not usable; call New.
+type Hub struct {
+	queue int
+
+	mu   sync.RWMutex
+	subs map[*Subscriber]struct{}
+
+	seqMu sync.Mutex
+	nodes map[string]*nodeSeq
+
+	published atomic.Uint64
+	dropped   atomic.Uint64
+	seqGaps   atomic.Uint64
+}
+
+// recent is how many of a node's latest sequences are remembered to drop
+// a commit delivered twice (a replica catching up after a reconnect).
+const recent = 512
+
+type nodeSeq struct {
+	highest uint64
+	seen    map[uint64]struct{}
+	ring    [recent]uint64
+	pos     int
+}
+
+// New returns a hub whose subscribers each queue up to queue events.
+func New(queue int) *Hub {
+	if queue <= 0 {
+		queue = DefaultQueue
+	}
+	return &Hub{queue: queue, subs: map[*Subscriber]struct{}{}, nodes: map[string]*nodeSeq{}}
+}
+
+// Subscriber is one tail. Read batches from C; call Close when done.
+type Subscriber struct {
+	h  *Hub
+	C  <-chan []*nodewardv1.Event
+	ch chan []*nodewardv1.Event
+
+	mu     sync.Mutex
+	queued atomic.Int64
+	missed uint64
+	closed bool
+}
+
+// Subscribe adds a subscriber.
+func (h *Hub) Subscribe() *Subscriber {
+	ch := make(chan []*nodewardv1.Event, 4096)
+	s := &Subscriber{h: h, C: ch, ch: ch}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+// Done tells the hub the subscriber consumed a batch of n events.
+func (s *Subscriber) Done(n int) { s.queued.Add(-int64(n)) }
+
+// Close removes the subscriber.
+func (s *Subscriber) Close() {
+	s.h.mu.Lock()
+	delete(s.h.subs, s)
+	s.h.mu.Unlock()
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+}
+
+// Subscribers is how many tails are open.
+func (h *Hub) Subscribers() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.subs)
+}
+
+// Published, Dropped and SequenceGaps are running totals: events offered
+// to subscribers, events a slow subscriber missed, and holes seen in
+// nodes' sequence numbers.
+func (h *Hub) Published() uint64    { return h.published.Load() }
+func (h *Hub) Dropped() uint64      { return h.dropped.Load() }
+func (h *Hub) SequenceGaps() uint64 { return h.seqGaps.Load() }
+
+// track records a commit's sequence: it reports whether the commit was
+// already delivered, and the sequence hole before it, if any.
+func (h *Hub) track(node string, seq uint64) (dup bool, gap *nodewardv1.GapEvent) {
+	h.seqMu.Lock()
+	defer h.seqMu.Unlock()
+	ns := h.nodes[node]
+	if ns == nil {
+		ns = &nodeSeq{seen: map[uint64]struct{}{}}
+		h.nodes[node] = ns
+	}
+	if _, ok := ns.seen[seq]; ok {
+		return true, nil
+	}
+	if old := ns.ring[ns.pos]; old != 0 {
+		delete(ns.seen, old)
+	}
+	ns.ring[ns.pos] = seq
+	ns.pos = (ns.pos + 1) % recent
+	ns.seen[seq] = struct{}{}
+	// The first commit the hub sees for a node sets the baseline: what came
+	// before this collector started is not a loss.
+	if ns.highest != 0 && seq > ns.highest+1 {
+		gap = &nodewardv1.GapEvent{FromSequence: ns.highest + 1, ToSequence: seq - 1}
+	}
+	if seq > ns.highest {
+		ns.highest = seq
+	}
+	return false, gap
+}
+
+// Publish offers one commit to every subscriber without blocking. A
+// snapshot (no events) only advances the node's sequence.
+func (h *Hub) Publish(c store.Committed) {
+	dup, gap := h.track(c.Node, c.Seq)
+	if dup {
+		return
+	}
+	batch := c.Events
+	if gap != nil {
+		h.seqGaps.Add(1)
+		marker := &nodewardv1.Event{NodeName: c.Node, Sequence: c.Seq, Time: timestamppb.New(time.Now()), Body: &nodewardv1.Event_Gap{Gap: gap}}
+		batch = append([]*nodewardv1.Event{marker}, batch...)
+	}
+	if len(batch) == 0 {
+		return
+	}
+	h.published.Add(uint64(len(batch)))
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for s := range h.subs {
+		s.offer(batch)
+	}
+}
+
+func (s *Subscriber) offer(batch []*nodewardv1.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	n := int64(len(batch))
+	if s.missed > 0 {
+		// Announce the loss at the point it happened, before newer events.
+		gap := []*nodewardv1.Event{{Time: timestamppb.New(time.Now()), Body: &nodewardv1.Event_Gap{Gap: &nodewardv1.GapEvent{Missed: s.missed}}}}
+		if s.queued.Load()+n+1 > int64(s.h.queue) || !s.send(gap) {
+			s.drop(n)
+			return
+		}
+		s.missed = 0
+	}
+	if s.queued.Load()+n > int64(s.h.queue) || !s.send(batch) {
+		s.drop(n)
+	}
+}
+
+func (s *Subscriber) send(batch []*nodewardv1.Event) bool {
+	select {
+	case s.ch <- batch:
+		s.queued.Add(int64(len(batch)))
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Subscriber) drop(n int64) {
+	s.missed += uint64(n)
+	s.h.dropped.Add(uint64(n))
+}
