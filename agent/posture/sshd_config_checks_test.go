@@ -173,3 +173,49 @@ func TestSSHDConfigChecksUnhappy(t *testing.T) {
 		})
 	}
 }
+
+// TestSSHDConfigChecksHostile: a huge file, garbage and a link out of the
+// root give error findings that say why, never a panic or a guess.
+func TestSSHDConfigChecksHostile(t *testing.T) {
+	outside := filepath.Join(t.TempDir(), "outside.conf")
+	if err := os.WriteFile(outside, []byte("PermitRootLogin yes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, root string)
+		says  string
+	}{
+		{"1 GiB sparse sshd_config", func(t *testing.T, root string) {
+			if err := os.Truncate(filepath.Join(root, "etc/ssh/sshd_config"), 1<<30); err != nil {
+				t.Fatal(err)
+			}
+		}, "exceeds size limit"},
+		{"binary garbage", func(t *testing.T, root string) {
+			if err := os.WriteFile(filepath.Join(root, "etc/ssh/sshd_config"), []byte("\x7fELF\x02\x01\x01\x00\x00\x00\xff\xfe\nPort \x00\x01"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, "sshd would refuse this configuration"},
+		{"include through a link out of the root", func(t *testing.T, root string) {
+			if err := os.WriteFile(filepath.Join(root, "etc/ssh/sshd_config"), []byte("Include /etc/ssh/sshd_config.d/*.conf\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Join(root, "etc/ssh/sshd_config.d"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, filepath.Join(root, "etc/ssh/sshd_config.d/x.conf")); err != nil {
+				t.Fatal(err)
+			}
+		}, "file does not exist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := sshdCfgRoot(t, map[string]string{"etc/ssh/sshd_config": ""})
+			tc.setup(t, root)
+			for id, f := range runSSHDConfigOn(t, root) {
+				if f.GetStatus() != statError || !strings.Contains(f.GetEvidence()[0].GetReason(), tc.says) {
+					t.Errorf("%s: %v %q, want error saying %q", id, f.GetStatus(), f.GetEvidence()[0].GetReason(), tc.says)
+				}
+			}
+		})
+	}
+}
