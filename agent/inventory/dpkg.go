@@ -35,8 +35,14 @@ type dpkgRecord struct {
 	multiArchSame bool
 }
 
+// dpkgSpace is what dpkg trims around values (C isspace, newline aside).
+const dpkgSpace = " \t\r\v\f"
+
 // dpkgField is one field of a stanza, as slices of the file.
-type dpkgField struct{ name, value []byte }
+type dpkgField struct {
+	name, value []byte
+	valueStart  int // offset of value in the file, for continuation lines
+}
 
 var (
 	dpkgWants  = []string{"unknown", "install", "hold", "deinstall", "purge"}
@@ -71,44 +77,49 @@ func parseDpkgStatusBytes(b []byte) ([]dpkgRecord, error) {
 		fields = make([]dpkgField, 0, 32)
 		lineNo int
 		start  int
+		// byName indexes out for dpkg's one-instance-per-name rule.
+		byName = map[string][]int{}
 	)
 	flush := func() error {
 		if len(fields) == 0 {
 			return nil
 		}
 		rec, err := dpkgRecordFrom(fields)
+		fields = fields[:0]
 		if err != nil {
 			return fmt.Errorf("stanza at line %d: %w", start, err)
 		}
-		out = append(out, rec)
-		fields = fields[:0]
-		return nil
+		return addDpkgInstance(&out, byName, rec)
 	}
-	for len(b) > 0 {
-		var line []byte
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			line, b = b, nil
+	for pos := 0; pos < len(b); {
+		end := bytes.IndexByte(b[pos:], '\n')
+		if end < 0 {
+			return nil, fmt.Errorf("line %d: end of file in the middle of a field (missing final newline; truncated?)", lineNo+1)
 		}
+		end += pos
+		line := b[pos:end]
+		pos = end + 1
 		lineNo++
 		switch {
-		case len(bytes.TrimSpace(line)) == 0:
+		case len(line) == 0:
 			if err := flush(); err != nil {
 				return nil, err
 			}
 		case line[0] == ' ' || line[0] == '\t':
-			// A continuation of a multi-line value (Description,
-			// Conffiles); none of the values the inventory keeps has one.
+			// A continuation line: the value runs on (Description,
+			// Conffiles; in a kept field it makes the value invalid, as
+			// it does for dpkg).
 			if len(fields) == 0 {
-				return nil, fmt.Errorf("line %d: continuation line outside a field", lineNo)
+				return nil, fmt.Errorf("line %d: empty field name", lineNo)
 			}
+			last := &fields[len(fields)-1]
+			last.value = bytes.TrimRight(b[last.valueStart:end], dpkgSpace)
 		default:
-			name, value, ok := bytes.Cut(line, []byte{':'})
-			if !ok {
+			colon := bytes.IndexByte(line, ':')
+			if colon < 0 {
 				return nil, fmt.Errorf("line %d: field name %q must be followed by a colon", lineNo, truncate(string(line), 40))
 			}
-			name = bytes.TrimSpace(name)
+			name := bytes.TrimSpace(line[:colon])
 			if len(name) == 0 {
 				return nil, fmt.Errorf("line %d: empty field name", lineNo)
 			}
@@ -120,7 +131,11 @@ func parseDpkgStatusBytes(b []byte) ([]dpkgRecord, error) {
 			if len(fields) == 0 {
 				start = lineNo
 			}
-			fields = append(fields, dpkgField{name, bytes.TrimSpace(value)})
+			vs := end - len(line) + colon + 1
+			for vs < end && (b[vs] == ' ' || b[vs] == '\t') {
+				vs++
+			}
+			fields = append(fields, dpkgField{name: name, value: bytes.TrimRight(b[vs:end], dpkgSpace), valueStart: vs})
 		}
 	}
 	if err := flush(); err != nil {
@@ -129,20 +144,66 @@ func parseDpkgStatusBytes(b []byte) ([]dpkgRecord, error) {
 	return out, nil
 }
 
+// addDpkgInstance adds a record the way dpkg fills its package table from
+// the status file: one slot per architecture, a later stanza replacing an
+// earlier one in its slot, and more than one installed instance of a name
+// only when every one is Multi-Arch: same.
+func addDpkgInstance(out *[]dpkgRecord, byName map[string][]int, rec dpkgRecord) error {
+	name := rec.pkg.Name
+	if rec.pkg.State != "not-installed" {
+		for _, i := range byName[name] {
+			other := (*out)[i]
+			if other.pkg.State == "not-installed" || (rec.multiArchSame && other.multiArchSame) {
+				continue
+			}
+			return fmt.Errorf("package %s: multiple non-coinstallable package instances present", name)
+		}
+	}
+	for _, i := range byName[name] {
+		if (*out)[i].pkg.Arch == rec.pkg.Arch {
+			(*out)[i] = rec
+			return nil
+		}
+	}
+	byName[name] = append(byName[name], len(*out))
+	*out = append(*out, rec)
+	return nil
+}
+
 // dpkgValue returns the value of a field of the stanza.
 func dpkgValue(fields []dpkgField, name string) (string, bool) {
 	for _, f := range fields {
-		if len(f.name) == len(name) && bytes.EqualFold(f.name, []byte(name)) {
+		if asciiEqualFold(f.name, name) {
 			return string(f.value), true
 		}
 	}
 	return "", false
 }
 
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		x, y := b[i], s[i]
+		if x|0x20 != y|0x20 || (x|0x20) < 'a' || (x|0x20) > 'z' {
+			if x != y {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func dpkgRecordFrom(f []dpkgField) (dpkgRecord, error) {
-	name, _ := dpkgValue(f, "Package")
-	if name == "" {
+	name, ok := dpkgValue(f, "Package")
+	if !ok {
 		return dpkgRecord{}, errors.New("missing Package field")
+	}
+	// dpkg folds package names to lower case and allows only these.
+	name = strings.ToLower(name)
+	if name == "" || !isAlnum(name[0]) || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-+.") != "" {
+		return dpkgRecord{}, fmt.Errorf("invalid package name %q", name)
 	}
 	arch, _ := dpkgValue(f, "Architecture")
 	p := &nodewardv1.Package{
@@ -172,6 +233,11 @@ func dpkgRecordFrom(f []dpkgField) (dpkgRecord, error) {
 			e := dv.epoch
 			p.Epoch = &e
 		}
+	} else if p.State != "not-installed" && p.State != "half-installed" {
+		return rec, fmt.Errorf("package %s: missing Version field", name)
+	}
+	if err := checkDpkgTriggers(f, p.State); err != nil {
+		return rec, fmt.Errorf("package %s: %w", name, err)
 	}
 	// ${source:Package} and ${source:Version}: the Source field's name and
 	// parenthesised version, defaulting to the binary package's own.
@@ -188,6 +254,26 @@ func dpkgRecordFrom(f []dpkgField) (dpkgRecord, error) {
 		}
 	}
 	return rec, nil
+}
+
+// checkDpkgTriggers applies dpkg's rules tying the trigger fields to the
+// status: pending triggers only in triggers-pending or -awaited, awaited
+// ones only between half-installed and triggers-awaited, and those two
+// states only with their field.
+func checkDpkgTriggers(f []dpkgField, state string) error {
+	pending, _ := dpkgValue(f, "Triggers-Pending")
+	awaited, _ := dpkgValue(f, "Triggers-Awaited")
+	switch {
+	case pending != "" && state != "triggers-pending" && state != "triggers-awaited":
+		return fmt.Errorf("package has status %s but triggers are pending", state)
+	case awaited != "" && (state == "not-installed" || state == "config-files" || state == "triggers-pending" || state == "installed"):
+		return fmt.Errorf("package has status %s but triggers are awaited", state)
+	case state == "triggers-pending" && pending == "":
+		return errors.New("package has status triggers-pending but no triggers pending")
+	case state == "triggers-awaited" && awaited == "":
+		return errors.New("package has status triggers-awaited but no triggers awaited")
+	}
+	return nil
 }
 
 // dpkgVersion is [epoch:]upstream[-revision].
