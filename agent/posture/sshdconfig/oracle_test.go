@@ -15,8 +15,9 @@ import (
 )
 
 // sshdT runs this machine's real `sshd -T` on a case root: in a private
-// mount namespace the case's etc/ssh, etc/passwd and etc/group are bind
-// mounted over the real ones, because sshd reads absolute paths.
+// mount namespace the case's etc/ssh, etc/passwd and etc/group (and
+// etc/hosts and etc/services, for names in ListenAddress and ports) are
+// bind mounted over the real ones, because sshd reads absolute paths.
 func sshdT(t *testing.T, root, spec string) (string, error) {
 	t.Helper()
 	script := `set -e
@@ -24,6 +25,8 @@ mount --make-rprivate /
 mount --bind "$1/etc/ssh" /etc/ssh
 mount --bind "$1/etc/passwd" /etc/passwd
 mount --bind "$1/etc/group" /etc/group
+mount --bind "$1/etc/hosts" /etc/hosts
+mount --bind "$1/etc/services" /etc/services
 shift
 exec /usr/sbin/sshd "$@"`
 	args := []string{"-m", "sh", "-c", script, "sh", root, "-T"}
@@ -122,7 +125,10 @@ func caseRoot(t *testing.T, name string, hostPkg string) string {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{"/etc/os-release", "/etc/hosts"} {
+	for _, f := range []string{"/etc/os-release", "/etc/hosts", "/etc/services"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err == nil {
+			continue // the case brings its own
+		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
