@@ -11,9 +11,9 @@ import (
 // restart keeps its numbering). A dropped item leaves a hole in the ids, and
 // so in the node's sequence, which the collector shows as a gap.
 type Queue interface {
-	// Append adds a request and returns how many events it had to drop to
-	// stay within bounds.
-	Append(req *nodewardv1.ConnectRequest) (droppedEvents uint64, err error)
+	// Append adds a request and returns what it had to drop to stay within
+	// bounds.
+	Append(req *nodewardv1.ConnectRequest) (Dropped, error)
 	// Next returns the first item with an id above after.
 	Next(after uint64) (id uint64, req *nodewardv1.ConnectRequest, ok bool, err error)
 	// Ack forgets every item up to and including id.
@@ -28,9 +28,28 @@ type Queue interface {
 	Close() error
 }
 
-// countEvents is how many events a request carries (a snapshot counts 0).
+// Dropped is what a full queue threw away: node events, and earlier loss
+// reports (which must then be made again).
+type Dropped struct {
+	Events   uint64
+	Reported uint64
+}
+
+func (d *Dropped) add(req *nodewardv1.ConnectRequest) {
+	for _, ev := range req.GetEvents().GetEvents() {
+		if l := ev.GetLoss(); l != nil {
+			d.Reported += l.GetSpool() + l.GetQueue()
+			continue
+		}
+		d.Events++
+	}
+}
+
+// countEvents is how many node events (not loss reports) a request carries.
 func countEvents(req *nodewardv1.ConnectRequest) uint64 {
-	return uint64(len(req.GetEvents().GetEvents()))
+	var d Dropped
+	d.add(req)
+	return d.Events
 }
 
 type memItem struct {
@@ -51,10 +70,10 @@ type memQueue struct {
 
 func newMemQueue(max int) *memQueue { return &memQueue{nextID: 1, max: max} }
 
-func (q *memQueue) Append(req *nodewardv1.ConnectRequest) (uint64, error) {
+func (q *memQueue) Append(req *nodewardv1.ConnectRequest) (Dropped, error) {
 	q.items = append(q.items, memItem{q.nextID, req})
 	q.nextID++
-	var dropped uint64
+	var dropped Dropped
 	for len(q.items) > q.max {
 		i := -1
 		for j, it := range q.items {
@@ -66,7 +85,7 @@ func (q *memQueue) Append(req *nodewardv1.ConnectRequest) (uint64, error) {
 		if i < 0 {
 			break
 		}
-		dropped += countEvents(q.items[i].req)
+		dropped.add(q.items[i].req)
 		q.items = append(q.items[:i], q.items[i+1:]...)
 	}
 	return dropped, nil

@@ -95,8 +95,32 @@ func (s *Sender) EnqueueEvents(events []*nodewardv1.Event) {
 
 func (s *Sender) enqueue(req *nodewardv1.ConnectRequest) {
 	s.mu.Lock()
+	s.appendLocked(req)
+	if s.lost > s.reported {
+		// Say what was lost, in the stream, right away. If a later overflow
+		// drops this report too, appendLocked takes it back and it is made
+		// again.
+		n := s.lost - s.reported
+		s.reported = s.lost
+		le := &nodewardv1.LossEvent{Queue: n}
+		if _, onDisk := s.queue.(*Spool); onDisk {
+			le = &nodewardv1.LossEvent{Spool: n}
+		}
+		s.appendLocked(&nodewardv1.ConnectRequest{Payload: &nodewardv1.ConnectRequest_Events{Events: &nodewardv1.EventBatch{Events: []*nodewardv1.Event{{
+			Time: timestamppb.Now(),
+			Body: &nodewardv1.Event_Loss{Loss: le},
+		}}}}})
+		s.cfg.Log.Warn("queue full: oldest events dropped", "events", n, "lost_total", s.lost)
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+// appendLocked queues req and accounts for whatever the queue dropped.
+func (s *Sender) appendLocked(req *nodewardv1.ConnectRequest) {
 	dropped, err := s.queue.Append(req)
-	s.lost += dropped
+	s.lost += dropped.Events
+	s.reported -= dropped.Reported
 	if err != nil {
 		if s.queueErr == nil {
 			s.cfg.Log.Error("queue append failed; data is being lost", "err", err)
@@ -104,27 +128,6 @@ func (s *Sender) enqueue(req *nodewardv1.ConnectRequest) {
 		s.queueErr = err
 		s.lost += countEvents(req)
 	}
-	if s.lost > s.reported {
-		// Say what was lost, in the stream, right away: the LossEvent itself
-		// is the newest item, so only a further overflow can drop it, and
-		// that one is reported again.
-		n := s.lost - s.reported
-		s.reported = s.lost
-		le := &nodewardv1.LossEvent{Queue: n}
-		if _, onDisk := s.queue.(*Spool); onDisk {
-			le = &nodewardv1.LossEvent{Spool: n}
-		}
-		loss := &nodewardv1.ConnectRequest{Payload: &nodewardv1.ConnectRequest_Events{Events: &nodewardv1.EventBatch{Events: []*nodewardv1.Event{{
-			Time: timestamppb.Now(),
-			Body: &nodewardv1.Event_Loss{Loss: le},
-		}}}}}
-		if d, err := s.queue.Append(loss); err == nil {
-			s.lost += d
-		}
-		s.cfg.Log.Warn("queue full: oldest events dropped", "events", n, "lost_total", s.lost)
-	}
-	s.mu.Unlock()
-	s.signal()
 }
 
 // Stats reports the last acked sequence, the queue length and the events

@@ -46,7 +46,7 @@ type segment struct {
 	first, last uint64 // ids; last == first-1 while empty
 	path        string
 	size        int64
-	events      uint64
+	dropped     Dropped // what dropping this segment would lose
 }
 
 type segmentData struct {
@@ -108,7 +108,7 @@ func scanSegment(path string, last bool) (*segment, error) {
 	}
 	for _, it := range items {
 		seg.last = it.id
-		seg.events += countEvents(it.req)
+		seg.dropped.add(it.req)
 	}
 	seg.size = good
 	if fi, err := os.Stat(path); err == nil && fi.Size() > good && last {
@@ -213,21 +213,22 @@ func (s *Spool) totalBytes() int64 {
 }
 
 // Append implements Queue.
-func (s *Spool) Append(req *nodewardv1.ConnectRequest) (uint64, error) {
+func (s *Spool) Append(req *nodewardv1.ConnectRequest) (Dropped, error) {
+	var dropped Dropped
 	body, err := proto.Marshal(req)
 	if err != nil {
-		return 0, fmt.Errorf("spool: encode: %w", err)
+		return dropped, fmt.Errorf("spool: encode: %w", err)
 	}
 	size := recordHeader + int64(len(body))
 	if size > s.maxBytes/2 {
-		return countEvents(req), fmt.Errorf("spool: a %d-byte message exceeds half the spool", size)
+		return dropped, fmt.Errorf("spool: a %d-byte message exceeds half the spool", size)
 	}
-	var dropped uint64
 	// Make room by dropping whole segments, oldest first; never the one
 	// being written.
 	for s.totalBytes()+size > s.maxBytes && len(s.segs) > 1 {
 		old := s.segs[0]
-		dropped += old.events
+		dropped.Events += old.dropped.Events
+		dropped.Reported += old.dropped.Reported
 		if err := os.Remove(old.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return dropped, fmt.Errorf("spool: drop %s: %w", old.path, err)
 		}
@@ -256,7 +257,7 @@ func (s *Spool) Append(req *nodewardv1.ConnectRequest) (uint64, error) {
 	seg := s.segs[len(s.segs)-1]
 	seg.last = id
 	seg.size += size
-	seg.events += countEvents(req)
+	seg.dropped.add(req)
 	s.nextID++
 	if s.readCache != nil && s.readCache.path == seg.path {
 		s.readCache.items = append(s.readCache.items, memItem{id, req})

@@ -125,7 +125,7 @@ func TestSpoolDropsOldestWhenFullAndCountsExactly(t *testing.T) {
 			t.Fatal(err)
 		}
 		appended += 200
-		dropped += d
+		dropped += d.Events
 	}
 	if s.Bytes() > max {
 		t.Fatalf("spool holds %d bytes, bound %d", s.Bytes(), max)
@@ -154,7 +154,7 @@ func TestMemQueueDropsOldestEventsKeepsSnapshots(t *testing.T) {
 	var dropped uint64
 	for _, r := range []*nodewardv1.ConnectRequest{snap, batch(4, 1), batch(4, 2), batch(4, 3), batch(4, 4)} {
 		d, _ := q.Append(r)
-		dropped += d
+		dropped += d.Events
 	}
 	if dropped != 8 || q.Len() != 3 {
 		t.Fatalf("dropped %d, len %d; want 8 and 3", dropped, q.Len())
