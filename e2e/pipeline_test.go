@@ -127,7 +127,7 @@ func TestCollectorKilledMidSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	rows, err := conn.Query(`SELECT seq FROM snapshots WHERE node = ?`, name)
+	rows, err := conn.Query(`SELECT seq FROM sequences WHERE node = ?`, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,10 +151,10 @@ func TestCollectorKilledMidSession(t *testing.T) {
 	// Sequences are dense: a replay after the restart filled every hole.
 	for s := uint64(1); s <= uint64(len(stored)); s++ {
 		if !stored[s] {
-			t.Errorf("sequence %d missing: stored %d snapshots", s, len(stored))
+			t.Errorf("sequence %d missing: %d stored", s, len(stored))
 		}
 	}
-	t.Logf("%d acks, %d snapshots stored, final build %s", len(ackedSeqs), len(stored), final)
+	t.Logf("%d acks, %d sequences stored, final build %s", len(ackedSeqs), len(stored), final)
 }
 
 // TestReportOSReleaseFixtures runs `nodeward-agent report --root DIR -o json`
