@@ -48,6 +48,9 @@ is resolved from the root's own /etc/passwd and /etc/group.`,
 			if !prof.Verified {
 				fmt.Fprintf(cmd.ErrOrStderr(), "nodeward-agent: defaults of %s are upstream's, not checked against this build\n", prof.Name())
 			}
+			for _, u := range cfg.Unrecognised {
+				fmt.Fprintf(cmd.ErrOrStderr(), "nodeward-agent: skipped keyword this package does not know: %s\n", u)
+			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), strings.Join(cfg.Lines(), "\n"))
 			return err
 		},

@@ -162,6 +162,10 @@ func runSSHDConfig(_ context.Context, env *source.Env, _ *nodewardv1.Snapshot) [
 		for _, k := range c.keywords {
 			f.Evidence = append(f.Evidence, sshdCfgEvidence(cfg, k, why))
 		}
+		if len(cfg.Unrecognised) > 0 {
+			f.Evidence = append(f.Evidence, evd(sshdconfig.MainConfig, strings.Join(cfg.Unrecognised, "; "),
+				"skipped: keywords of "+cfg.Profile.Name()+" that nodeward does not model (vendor additions); they cannot change the keywords judged here unless they are aliases"))
+		}
 		out = append(out, f)
 	}
 	return append(out, sshdMatchLoosens(cfg, status, reason))

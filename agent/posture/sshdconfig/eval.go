@@ -105,6 +105,9 @@ type Config struct {
 	// MatchBlocks are every Match block seen, in order, with whether it
 	// applied to the connection evaluated.
 	MatchBlocks []MatchBlock
+	// Unrecognised lists keywords an unverified build's table may know
+	// but this package does not ("file line N: keyword"); they were skipped.
+	Unrecognised []string
 }
 
 // MatchBlock is one Match line and what it set.
@@ -207,6 +210,7 @@ type evaluator struct {
 	blockIx map[string]int
 	pass    int
 	lines   int // processed so far, against maxLines
+	unknown []string
 }
 
 // maxLines bounds the lines processed over all files and both passes: an
@@ -250,7 +254,7 @@ func Evaluate(root FS, prof *Profile, ci *ConnInfo) (*Config, error) {
 	if err := e.parse(mo, MainConfig, lines, ci, flagOnlyNext, &active, 0, ""); err != nil {
 		return nil, err
 	}
-	cfg := &Config{Profile: prof, Files: e.files, settings: map[string]*Setting{}, MatchBlocks: e.blocks}
+	cfg := &Config{Profile: prof, Files: e.files, settings: map[string]*Setting{}, MatchBlocks: e.blocks, Unrecognised: e.unknown}
 	if err := e.finish(cfg, o, mo); err != nil {
 		return nil, err
 	}
@@ -324,6 +328,14 @@ func (e *evaluator) line(o *opts, line, file string, ln int, active *bool, ci *C
 		if later, ok := laterKeywords[key]; ok && e.prof.num >= later.since {
 			flags, known = later.flags, true
 		}
+	}
+	if !known && !e.prof.Verified {
+		// A build whose keyword table is not known (vendor patches add
+		// keywords): note the keyword rather than refuse the config.
+		if e.pass == 1 {
+			e.unknown = append(e.unknown, fmt.Sprintf("%s line %d: %s", file, ln, kw))
+		}
+		return nil
 	}
 	if !known {
 		return cfgErr(file, ln, "Bad configuration option: %s", kw)

@@ -1,6 +1,7 @@
 package sshdconfig
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -206,4 +207,55 @@ func FuzzEvaluate(f *testing.F) {
 			_ = cfg.Lines()
 		}
 	})
+}
+
+func TestProfileFor(t *testing.T) {
+	for _, tc := range []struct {
+		version, vendor string
+		verified        bool
+		num             int
+		unknown         bool
+	}{
+		{"9.2p1", "debian", true, 92, false},
+		{"8.9p1", "ubuntu", true, 89, false},
+		{"8.7p1", "amzn", false, 87, false},
+		{"9.6p1", "ubuntu", false, 96, false},
+		{"9.2p1", "", false, 92, false},
+		{"7.4p1", "amzn", false, 0, true},
+		{"10.0p1", "debian", false, 0, true},
+		{"garbage", "", false, 0, true},
+	} {
+		p, err := ProfileFor(tc.version, tc.vendor, "", "test")
+		if tc.unknown {
+			if !errors.Is(err, ErrUnknownVersion) {
+				t.Errorf("%s/%s: err = %v, want ErrUnknownVersion", tc.version, tc.vendor, err)
+			}
+			continue
+		}
+		if err != nil || p.Verified != tc.verified || p.num != tc.num {
+			t.Errorf("%s/%s: %+v, %v; want verified %v num %d", tc.version, tc.vendor, p, err, tc.verified, tc.num)
+		}
+	}
+}
+
+// TestUnverifiedBuildSkipsUnknownKeywords: a vendor build we have not
+// verified may know keywords we do not; they are listed, not fatal. A
+// verified build refuses them as its sshd does.
+func TestUnverifiedBuildSkipsUnknownKeywords(t *testing.T) {
+	fsys := mapFS{fstest.MapFS{"etc/ssh/sshd_config": {Data: []byte("GSSAPIEnablek5users yes\nRequiredRSASize 2048\nPermitRootLogin no\n")}}}
+	amzn, err := ProfileFor("8.7p1", "amzn", "", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Evaluate(fsys, amzn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Unrecognised) != 2 || cfg.Value("permitrootlogin") != "no" {
+		t.Errorf("unrecognised %q, permitrootlogin %q", cfg.Unrecognised, cfg.Value("permitrootlogin"))
+	}
+	deb, _ := ProfileFor("9.2p1", "debian", "", "test")
+	if _, err := Evaluate(fsys, deb, nil); err == nil || !strings.Contains(err.Error(), "Bad configuration option: GSSAPIEnablek5users") {
+		t.Errorf("verified build: err = %v", err)
+	}
 }

@@ -115,24 +115,45 @@ func DetectProfile(root FS) (*Profile, error) {
 	return ProfileFor(version, vendor, pkg, src)
 }
 
-// ProfileFor returns the profile of an upstream version built by vendor.
+// ProfileFor returns the profile of an upstream version built by vendor:
+// the vendor's own build when it is known, else upstream's defaults for
+// the same release series (8.7-8.9, 9.0-9.8), marked unverified. Older
+// releases tokenise differently and newer ones changed defaults: unknown.
 func ProfileFor(version, vendor, pkg, src string) (*Profile, error) {
+	num, ok := versionNum(version)
+	if !ok {
+		return nil, fmt.Errorf("%w: cannot read OpenSSH version %q (%s)", ErrUnknownVersion, version, src)
+	}
 	p, ok := profiles[version+"/"+vendor]
 	if !ok {
-		p, ok = profiles[version+"/"]
 		vendor = ""
-	}
-	if !ok {
-		// Same major.minor, other portable release: same defaults.
-		if base, _, cut := strings.Cut(version, "p"); cut {
-			p, ok = profiles[base+"p1/"]
+		switch {
+		case num >= 87 && num <= 89:
+			p, ok = profiles["8.9p1/"]
+		case num >= 90 && num <= 98:
+			p, ok = profiles["9.2p1/"]
 		}
 	}
 	if !ok {
 		return nil, fmt.Errorf("%w: OpenSSH %s (%s)", ErrUnknownVersion, version, src)
 	}
-	p.Version, p.Vendor, p.Package, p.Source = version, vendor, pkg, src
+	p.Version, p.Vendor, p.Package, p.Source, p.num = version, vendor, pkg, src, num
 	return &p, nil
+}
+
+// versionNum turns "9.2p1" into 92.
+func versionNum(v string) (int, bool) {
+	base, _, _ := strings.Cut(v, "p")
+	maj, minor, ok := strings.Cut(base, ".")
+	if !ok {
+		return 0, false
+	}
+	a, err1 := strconv.Atoi(maj)
+	b, err2 := strconv.Atoi(minor)
+	if err1 != nil || err2 != nil || a < 0 || b < 0 || b > 9 {
+		return 0, false
+	}
+	return a*10 + b, true
 }
 
 var sshdVersionRE = regexp.MustCompile(`OpenSSH_([0-9]+\.[0-9]+p[0-9]+)`)
