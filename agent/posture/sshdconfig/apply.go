@@ -287,7 +287,8 @@ func hpdelim(s string) (host, port string, err error) {
 	return s, "", nil
 }
 
-// convtime is sshd's convtime: "90", "1h30m", "2w".
+// convtime is sshd's convtime: "90", "1h30m", "2w"; each number is read
+// with strtol, so blanks and a sign before it are accepted.
 func convtime(s string) int {
 	if s == "" {
 		return -1
@@ -295,14 +296,23 @@ func convtime(s string) int {
 	total := int64(0)
 	for s != "" {
 		i := 0
+		for i < len(s) && strings.IndexByte(" \t\n\v\f\r", s[i]) >= 0 {
+			i++
+		}
+		neg := false
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			neg = s[i] == '-'
+			i++
+		}
+		start := i
 		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
 			i++
 		}
-		if i == 0 {
+		if i == start {
 			return -1
 		}
-		secs, err := strconv.ParseInt(s[:i], 10, 64)
-		if err != nil {
+		secs, err := strconv.ParseInt(s[start:i], 10, 64)
+		if err != nil || (neg && secs != 0) {
 			return -1
 		}
 		mult := int64(1)

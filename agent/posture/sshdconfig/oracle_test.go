@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -41,6 +42,8 @@ exec /usr/sbin/sshd "$@"`
 	}
 	return out.String(), nil
 }
+
+var lineRE = regexp.MustCompile(`line (\d+)`)
 
 // requireRealSSHD gates the oracle tests: root, sshd, unshare and mount.
 func requireRealSSHD(t *testing.T) {
@@ -207,6 +210,10 @@ func TestOwnCasesAgainstRealSSHD(t *testing.T) {
 				case realErr != nil && ourErr != nil:
 					refused++
 					t.Logf("%s: both refuse: sshd: %v; ours: %v", label, realErr, ourErr)
+					// Where sshd names the line, we must name the same one.
+					if w, g := lineRE.FindStringSubmatch(realErr.Error()), lineRE.FindStringSubmatch(ourErr.Error()); w != nil && (g == nil || g[1] != w[1]) {
+						t.Errorf("%s: sshd refuses at line %s, we at %v", label, w[1], g)
+					}
 				case realErr != nil:
 					t.Errorf("%s: sshd refuses (%v) but we computed:\n%s", label, realErr, strings.Join(cfg.Lines(), "\n"))
 				case ourErr != nil:
