@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/nodeward/nodeward/agent/posture/blockdev"
+	"github.com/nodeward/nodeward/agent/posture/ec2"
 	"github.com/nodeward/nodeward/agent/source"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 )
@@ -288,4 +289,20 @@ func describeDevice(d *blockdev.Device) string {
 		attrs = append(attrs, fmt.Sprintf("luks%d", d.LUKS.Version))
 	}
 	return fmt.Sprintf("%s[%s]", d.Name, strings.Join(attrs, " "))
+}
+
+// EC2VolumeLookup is the opt-in lookup: EC2 DescribeVolumes with the
+// node's instance-role credentials from IMDSv2.
+func EC2VolumeLookup(o ec2.Options) VolumeLookup {
+	return func(ctx context.Context, ids []string) (map[string]VolumeInfo, error) {
+		vols, err := ec2.DescribeVolumes(ctx, o, ids)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]VolumeInfo, len(vols))
+		for id, v := range vols {
+			out[id] = VolumeInfo{Encrypted: v.Encrypted, KMSKeyID: v.KMSKeyID}
+		}
+		return out, nil
+	}
 }
