@@ -78,7 +78,8 @@ func Dial() (*Conn, error) {
 // refers to (an open /proc/PID/ns/net or /run/netns/NAME). A socket belongs
 // to the namespace it was created in for its whole life, so only the
 // creation happens inside the namespace: on a locked OS thread that returns
-// to its own namespace before it is released. The caller needs CAP_SYS_ADMIN.
+// to its own namespace before it is released. Entering another namespace
+// needs CAP_SYS_ADMIN.
 func DialNetNS(nsFD int) (*Conn, error) {
 	type result struct {
 		c   *Conn
@@ -94,6 +95,16 @@ func DialNetNS(nsFD int) (*Conn, error) {
 			return
 		}
 		defer self.Close()
+		// Already there (the agent's own namespace): no setns, so no
+		// privilege needed.
+		var here, there unix.Stat_t
+		if unix.Fstat(int(self.Fd()), &here) == nil && unix.Fstat(nsFD, &there) == nil &&
+			here.Dev == there.Dev && here.Ino == there.Ino {
+			c, err := Dial()
+			runtime.UnlockOSThread()
+			ch <- result{c, err}
+			return
+		}
 		if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
 			ch <- result{nil, fmt.Errorf("enter network namespace: %w", err)}
