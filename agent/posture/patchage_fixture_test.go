@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/nodeward/nodeward/agent/inventory" // the real package sources
 	"github.com/nodeward/nodeward/agent/hostfs"
+	_ "github.com/nodeward/nodeward/agent/inventory" // the real package sources
 	"github.com/nodeward/nodeward/agent/source"
 	"github.com/nodeward/nodeward/internal/testutil"
 )
