@@ -17,7 +17,6 @@ import (
 	"github.com/nodeward/nodeward/internal/cli"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 )
 
 type traceOptions struct {
@@ -182,15 +181,13 @@ func (f *flushWriter) stop() {
 	f.mu.Unlock()
 }
 
-var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
-
 func jsonLine(w *bufio.Writer, ev *nodewardv1.Event) error {
-	b, err := jsonOpts.Marshal(ev)
+	buf := w.AvailableBuffer()
+	b, err := tracer.AppendJSON(buf, ev)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	b = append(b, '\n')
-	_, err = w.Write(b)
+	_, err = w.Write(append(b, '\n'))
 	return err
 }
 

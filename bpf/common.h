@@ -43,6 +43,11 @@ struct {
 /* Set by the loader: trace only tasks whose cgroup v2 id is this one (0 = all). */
 const volatile u64 filter_cgroup_id = 0;
 
+/* Set by the loader: wake the reader only once this many bytes wait in the
+ * ring buffer (0: on every event). A storm then costs the reader a wake-up
+ * per batch instead of per event; it polls for the rest on a short timer. */
+const volatile u64 wakeup_bytes = 0;
+
 static __always_inline void stat_inc(u32 idx)
 {
 	u64 *v = bpf_map_lookup_elem(&stats, &idx);
@@ -59,8 +64,11 @@ static __always_inline bool filtered_out(void)
  * any failure: a full ring buffer is never silent. */
 static __always_inline void emit(void *ev, u64 size, u32 seen_idx)
 {
+	u64 flags = 0;
 	stat_inc(seen_idx);
-	if (bpf_ringbuf_output(&events, ev, size, 0) != 0)
+	if (wakeup_bytes)
+		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + size >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&events, ev, size, flags) != 0)
 		stat_inc(seen_idx + 1);
 }
 

@@ -78,6 +78,7 @@ const (
 	bpfVarUnusedExec     = "unused_exec"
 	bpfVarUnusedExit     = "unused_exit"
 	bpfVarUnusedFork     = "unused_fork"
+	bpfVarWakeupBytes    = "wakeup_bytes"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -147,6 +148,7 @@ type bpfVariableSpecs struct {
 	UnusedExec     *ebpf.VariableSpec `ebpf:"unused_exec"`
 	UnusedExit     *ebpf.VariableSpec `ebpf:"unused_exit"`
 	UnusedFork     *ebpf.VariableSpec `ebpf:"unused_fork"`
+	WakeupBytes    *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -190,6 +192,7 @@ type bpfVariables struct {
 	UnusedExec     *ebpf.Variable `ebpf:"unused_exec"`
 	UnusedExit     *ebpf.Variable `ebpf:"unused_exit"`
 	UnusedFork     *ebpf.Variable `ebpf:"unused_fork"`
+	WakeupBytes    *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

@@ -19,12 +19,15 @@ type procKey struct {
 }
 
 type entry struct {
-	// proc is never modified once cached: events share it.
+	// proc is never modified once cached: events share it. It is nil for a
+	// process that forked and has not exec'd (yet): most exec right away,
+	// so it is made only when asked for, from forkOf.
 	proc      *nodewardv1.Process
 	selfStart uint64
 	parent    procKey
 	// brief is the short form used in other processes' ancestry.
-	brief *nodewardv1.Process
+	brief  *nodewardv1.Process
+	forkOf *entry
 }
 
 // Cache maps live processes to what the tracer knows of them, so that events
@@ -77,20 +80,51 @@ func (c *Cache) Get(pid uint32, startTicks uint64) *nodewardv1.Process {
 
 // putLocked stores p under key, replacing whatever had that pid.
 func (c *Cache) putLocked(key, parent procKey, p *nodewardv1.Process) *entry {
-	e := &entry{proc: p, parent: parent, selfStart: key.start, brief: &nodewardv1.Process{
-		ExecId: p.ExecId, ParentExecId: p.ParentExecId, Pid: p.Pid, Ppid: p.Ppid, Uid: p.Uid,
-		Comm: p.Comm, Filename: p.Filename, ContainerId: p.ContainerId, FromProcfs: p.FromProcfs,
-	}}
+	e := &entry{proc: p, parent: parent, selfStart: key.start, brief: brief(p)}
 	c.byPID[key.pid] = e
 	return e
 }
 
+func brief(p *nodewardv1.Process) *nodewardv1.Process {
+	return &nodewardv1.Process{
+		ExecId: p.ExecId, ParentExecId: p.ParentExecId, Pid: p.Pid, Ppid: p.Ppid, Uid: p.Uid,
+		Comm: p.Comm, Filename: p.Filename, ContainerId: p.ContainerId, Pod: p.Pod, FromProcfs: p.FromProcfs,
+	}
+}
+
 // lookupLocked returns the live entry for key, or nil.
 func (c *Cache) lookupLocked(key procKey) *entry {
-	if e := c.byPID[key.pid]; e != nil && e.selfStart == key.start {
-		return e
+	e := c.byPID[key.pid]
+	if e == nil || e.selfStart != key.start {
+		return nil
 	}
-	return nil
+	if e.proc == nil {
+		c.materializeLocked(key, e)
+	}
+	return e
+}
+
+// materializeLocked makes the Process of a forked child: its parent's
+// binary, arguments and credentials under its own ids.
+func (c *Cache) materializeLocked(key procKey, e *entry) {
+	p := &nodewardv1.Process{
+		ExecId:       c.ExecID(key.pid, key.start),
+		ParentExecId: c.ExecID(e.parent.pid, e.parent.start),
+		Pid:          key.pid,
+		Tid:          key.pid,
+		Ppid:         e.parent.pid,
+		StartTime:    timestamppb.New(c.clock.ticks(key.start)),
+	}
+	if pe := e.forkOf; pe != nil {
+		if pe.proc == nil {
+			c.materializeLocked(e.parent, pe)
+		}
+		pp := pe.proc
+		p.Uid, p.Gid, p.Euid, p.Auid, p.AuditSessionId = pp.Uid, pp.Gid, pp.Euid, pp.Auid, pp.AuditSessionId
+		p.Comm, p.Filename, p.Args, p.ArgsTruncated, p.Cwd = pp.Comm, pp.Filename, pp.Args, pp.ArgsTruncated, pp.Cwd
+		p.CgroupId, p.CgroupPath, p.ContainerId, p.Pod = pp.CgroupId, pp.CgroupPath, pp.ContainerId, pp.Pod
+	}
+	e.proc, e.brief, e.forkOf = p, brief(p), nil
 }
 
 // Exec records p (which has its ids set) and returns its parent and up to
@@ -123,30 +157,21 @@ func (c *Cache) ancestryLocked(parent procKey, depth int) (*nodewardv1.Process, 
 	return pe.proc, anc
 }
 
-// Fork records a child that has not exec'd yet: it runs its parent's binary.
+// Fork records a child that has not exec'd yet: it runs its parent's
+// binary.
 func (c *Cache) Fork(child, parent procKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	pe := c.lookupLocked(parent)
-	p := &nodewardv1.Process{
-		ExecId:       c.ExecID(child.pid, child.start),
-		ParentExecId: c.ExecID(parent.pid, parent.start),
-		Pid:          child.pid,
-		Tid:          child.pid,
-		Ppid:         parent.pid,
-		StartTime:    timestamppb.New(c.clock.ticks(child.start)),
+	var pe *entry
+	if e := c.byPID[parent.pid]; e != nil && e.selfStart == parent.start {
+		pe = e
 	}
-	if pe != nil {
-		pp := pe.proc
-		p.Uid, p.Gid, p.Euid, p.Auid, p.AuditSessionId = pp.Uid, pp.Gid, pp.Euid, pp.Auid, pp.AuditSessionId
-		p.Comm, p.Filename, p.Args, p.ArgsTruncated, p.Cwd = pp.Comm, pp.Filename, pp.Args, pp.ArgsTruncated, pp.Cwd
-		p.CgroupId, p.CgroupPath, p.ContainerId, p.Pod = pp.CgroupId, pp.CgroupPath, pp.ContainerId, pp.Pod
-	}
-	c.putLocked(child, parent, p)
+	c.byPID[child.pid] = &entry{selfStart: child.start, parent: parent, forkOf: pe}
 }
 
-// Exit removes the process and returns what was known of it (nil if
-// nothing).
+// Exit removes the process and returns its short form (ids, pid, uid,
+// comm, filename, container), or nil if it was not known: an exit event
+// names the process, its exec event described it.
 func (c *Cache) Exit(key procKey) *nodewardv1.Process {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -155,7 +180,7 @@ func (c *Cache) Exit(key procKey) *nodewardv1.Process {
 		return nil
 	}
 	delete(c.byPID, key.pid)
-	return e.proc
+	return e.brief
 }
 
 // Sweep forgets processes that are gone from proc without an exit event

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/nodeward/nodeward/agent/cgroups"
@@ -46,10 +47,22 @@ func decodeExec(rec []byte, out *rawExec) error {
 	if fl+cl+al > len(tail) {
 		return fmt.Errorf("exec: %w: strings of %d+%d+%d bytes in %d", errShort, fl, cl, al, len(tail))
 	}
-	out.filename = trimNUL(tail[:fl])
-	out.cwd = cwdFromComponents(tail[fl:fl+cl], h.Flags&flagCwdTruncated != 0)
+	out.filename = validUTF8(trimNUL(tail[:fl]))
+	out.cwd = validUTF8(cwdFromComponents(tail[fl:fl+cl], h.Flags&flagCwdTruncated != 0))
 	out.args = splitArgs(tail[fl+cl : fl+cl+al])
+	for i, a := range out.args {
+		out.args[i] = validUTF8(a)
+	}
 	return nil
+}
+
+// validUTF8 replaces bytes that are not UTF-8: proto strings must be valid,
+// and one odd file name must not make a whole batch unsendable.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // cwdFromComponents joins names written leaf first into an absolute path.
@@ -184,7 +197,7 @@ func (h *handler) execEvent(x *rawExec) *nodewardv1.Event {
 		Euid:           hd.Euid,
 		Auid:           hd.Auid,
 		AuditSessionId: hd.Sessionid,
-		Comm:           trimNUL(hd.Comm[:]),
+		Comm:           validUTF8(trimNUL(hd.Comm[:])),
 		Filename:       x.filename,
 		Args:           t.cfg.Redact.Args(x.args),
 		ArgsTruncated:  hd.Flags&flagArgsTruncated != 0,

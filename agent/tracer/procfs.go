@@ -35,7 +35,7 @@ func parseStat(r io.Reader) (procStat, error) {
 	if open < 0 || end < open {
 		return s, errors.New("stat: no (comm)")
 	}
-	s.comm = string(b[open+1 : end])
+	s.comm = validUTF8(string(b[open+1 : end]))
 	f := strings.Fields(string(b[end+1:]))
 	// f[0] is field 3 (state): ppid is field 4, starttime field 22.
 	if len(f) < 20 {
@@ -168,10 +168,15 @@ func readProc(proc, pid string, red *Redactor) (*nodewardv1.Process, procStat, e
 		if len(b) > maxArgsBytes {
 			b, p.ArgsTruncated = b[:maxArgsBytes], true
 		}
-		p.Args = red.Args(splitArgs(b))
+		args := splitArgs(b)
+		for i, a := range args {
+			args[i] = validUTF8(a)
+		}
+		p.Args = red.Args(args)
 	}
-	p.Filename, _ = os.Readlink(procPath(proc, pid, "exe"))
-	p.Cwd, _ = os.Readlink(procPath(proc, pid, "cwd"))
+	exe, _ := os.Readlink(procPath(proc, pid, "exe"))
+	cwd, _ := os.Readlink(procPath(proc, pid, "cwd"))
+	p.Filename, p.Cwd = validUTF8(exe), validUTF8(cwd)
 	if b, err := readLimited(procPath(proc, pid, "loginuid"), 32); err == nil {
 		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
 			p.Auid = uint32(v)

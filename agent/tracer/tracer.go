@@ -47,6 +47,13 @@ type Config struct {
 	FilterCgroupID uint64
 	// LossInterval is how often the loss counters are checked. Default 1s.
 	LossInterval time.Duration
+	// WakeupBytes is how much the ring buffer holds before the kernel wakes
+	// the reader; below it, the reader polls every PollInterval. Default: a
+	// 32nd of the ring buffer. Set 1 to be woken for every event.
+	WakeupBytes uint32
+	// PollInterval bounds how long an event may wait in the ring buffer
+	// when the node is quiet. Default 100ms.
+	PollInterval time.Duration
 	Log          *slog.Logger
 }
 
@@ -138,6 +145,12 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.LossInterval <= 0 {
 		cfg.LossInterval = time.Second
 	}
+	if cfg.WakeupBytes == 0 {
+		cfg.WakeupBytes = cfg.RingBufferBytes / 32
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 100 * time.Millisecond
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -155,6 +168,9 @@ func New(cfg Config) (*Tracer, error) {
 	spec.Maps["events"].MaxEntries = cfg.RingBufferBytes
 	if err := spec.Variables["filter_cgroup_id"].Set(cfg.FilterCgroupID); err != nil {
 		return nil, fmt.Errorf("%w: set cgroup filter: %w", ErrUnavailable, err)
+	}
+	if err := spec.Variables["wakeup_bytes"].Set(uint64(cfg.WakeupBytes)); err != nil {
+		return nil, fmt.Errorf("%w: set wake-up threshold: %w", ErrUnavailable, err)
 	}
 
 	t := &Tracer{cfg: cfg}
@@ -288,9 +304,10 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 		t.cfg.Log.Warn("process cache: reading /proc at start-up", "err", err)
 	}
 
-	queue := make(chan []byte, t.cfg.QueueLen)
+	batchLen := min(256, t.cfg.QueueLen)
+	queue := make(chan [][]byte, max(1, t.cfg.QueueLen/batchLen))
 	readDone := make(chan error, 1)
-	go func() { readDone <- t.read(queue) }()
+	go func() { readDone <- t.read(queue, batchLen) }()
 	stop := context.AfterFunc(ctx, func() { _ = t.reader.Close() })
 	defer stop()
 
@@ -302,7 +319,7 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 	var last Counts
 	for {
 		select {
-		case rec, ok := <-queue:
+		case batch, ok := <-queue:
 			if !ok {
 				h.reportLoss(&last)
 				err := <-readDone
@@ -311,8 +328,11 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 				}
 				return err
 			}
-			h.handle(rec)
-			releaseRecord(rec)
+			for _, rec := range batch {
+				h.handle(rec)
+				releaseRecord(rec)
+			}
+			releaseBatch(batch)
 		case <-loss.C:
 			h.reportLoss(&last)
 		case <-sweep.C:
@@ -321,13 +341,36 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 	}
 }
 
-// read moves records from the ring buffer into queue; a full queue drops
-// the record and counts it by kind.
-func (t *Tracer) read(queue chan<- []byte) error {
+// read moves records from the ring buffer into queue, in batches of what
+// the ring buffer holds (at most batchLen), so a storm costs one hand-over
+// per batch. A full queue drops the batch and counts its records by kind.
+func (t *Tracer) read(queue chan<- [][]byte, batchLen int) error {
 	defer close(queue)
 	var rec ringbuf.Record
+	batch := getBatch(batchLen)
+	send := func() {
+		select {
+		case queue <- batch:
+		default:
+			for _, b := range batch {
+				if k := int(b[0]); k > 0 && k < numKinds {
+					t.queueLost[k].Add(1)
+				}
+				releaseRecord(b)
+			}
+			releaseBatch(batch)
+		}
+		batch = getBatch(batchLen)
+	}
 	for {
+		if len(batch) > 0 && (len(batch) == batchLen || t.reader.AvailableBytes() == 0) {
+			send()
+		}
+		t.reader.SetDeadline(time.Now().Add(t.cfg.PollInterval))
 		if err := t.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
@@ -338,16 +381,24 @@ func (t *Tracer) read(queue chan<- []byte) error {
 		}
 		b := getRecord(len(rec.RawSample))
 		copy(b, rec.RawSample)
-		select {
-		case queue <- b:
-		default:
-			k := int(b[0])
-			if k > 0 && k < numKinds {
-				t.queueLost[k].Add(1)
-			}
-			releaseRecord(b)
-		}
+		batch = append(batch, b)
 	}
+}
+
+var batchPool = sync.Pool{New: func() any { return new([][]byte) }}
+
+func getBatch(n int) [][]byte {
+	p := batchPool.Get().(*[][]byte)
+	if cap(*p) < n {
+		*p = make([][]byte, 0, n)
+	}
+	return (*p)[:0]
+}
+
+func releaseBatch(b [][]byte) {
+	clear(b)
+	b = b[:0]
+	batchPool.Put(&b)
 }
 
 // Small records (exit, fork, most execs) come from pools so a storm does
