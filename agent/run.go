@@ -9,17 +9,18 @@ import (
 	"time"
 
 	"github.com/nodeward/nodeward/agent/sender"
+	"github.com/nodeward/nodeward/internal/auth"
 	"github.com/nodeward/nodeward/internal/buildinfo"
 	"github.com/nodeward/nodeward/internal/cli"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 )
 
 type runOptions struct {
+	auth      auth.ClientConfig
 	host      hostFlags
 	collector string
 	nodeName  string
@@ -57,6 +58,10 @@ with exponential backoff and jitter.`,
 	f.Int64Var(&o.spoolMax, "spool-max-bytes", 64<<20, "bound on the spool; when full the oldest events are dropped and reported as lost")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	f.StringVar(&o.auth.CAFile, "tls-ca", "", "CA of the collector's certificate; TLS is used with it, or whenever --collector is not loopback")
+	f.StringVar(&o.auth.CertFile, "tls-cert", "", "client certificate naming this node (URI SAN nodeward://node/NAME); re-read on reconnect")
+	f.StringVar(&o.auth.KeyFile, "tls-key", "", "client certificate's private key")
+	f.StringVar(&o.auth.TokenFile, "token-file", os.Getenv("NODEWARD_TOKEN_FILE"), "projected service-account token (audience nodeward), re-read on every connect (env NODEWARD_TOKEN_FILE)")
 	return c
 }
 
@@ -80,10 +85,14 @@ func runAgent(ctx context.Context, o *runOptions) error {
 	}
 	defer done()
 
-	conn, err := grpc.NewClient(o.collector,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	o.auth.Server, o.auth.Log = o.collector, log
+	creds, err := auth.DialOptions(o.auth)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(o.collector, append(creds,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("--collector %q: %w", o.collector, err)
 	}

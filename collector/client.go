@@ -12,7 +12,6 @@ import (
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // client holds the flags every query verb shares.
@@ -20,6 +19,7 @@ type client struct {
 	server  string
 	output  cli.Format
 	timeout time.Duration
+	auth    clientAuth
 }
 
 func (c *client) addFlags(root *cobra.Command) {
@@ -32,6 +32,7 @@ func (c *client) addFlags(root *cobra.Command) {
 	pf.StringVar(&c.server, "server", def, "collector address HOST:PORT (env NODEWARD_SERVER)")
 	pf.VarP(&c.output, "output", "o", "output format: table or json (one JSON object per line)")
 	pf.DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for the collector")
+	c.auth.add(pf)
 }
 
 // dial connects to the collector; the first RPC reports a bad address.
@@ -39,7 +40,11 @@ func (c *client) dial() (*grpc.ClientConn, error) {
 	if _, _, err := net.SplitHostPort(c.server); err != nil {
 		return nil, fmt.Errorf("--server %q: want HOST:PORT, e.g. 127.0.0.1:7420", c.server)
 	}
-	conn, err := grpc.NewClient(c.server, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts, err := c.auth.dialOptions(c.server)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(c.server, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("--server %q: %w", c.server, err)
 	}

@@ -40,6 +40,7 @@ type serveOptions struct {
 	logLevel      string
 	logFormat     string
 	stopTimeout   time.Duration
+	auth          serveAuth
 }
 
 func serveCmd() *cobra.Command {
@@ -76,6 +77,7 @@ served on --metrics-listen at /metrics.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.DurationVar(&o.stopTimeout, "shutdown-timeout", 15*time.Second, "how long to let in-flight commits finish on SIGTERM")
+	o.auth.add(f)
 	return c
 }
 
@@ -161,14 +163,18 @@ func serve(ctx context.Context, o *serveOptions) error {
 		defer stop()
 	}
 
+	authn, err := o.auth.authenticator(ctx, o.listen, log, m.Registry)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.listen, err)
 	}
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append(authn.ServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-	)
+	)...)
 	agents := ingest.New(st, log, buildinfo.Version(), tail, m)
 	nodewardv1.RegisterAgentServiceServer(srv, agents)
 	queries := query.New(st, tail)
@@ -177,7 +183,8 @@ func serve(ctx context.Context, o *serveOptions) error {
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 
-	log.Info("collector serving", "listen", lis.Addr().String(), "store", redact(o.store), "version", buildinfo.Version())
+	log.Info("collector serving", "listen", lis.Addr().String(), "store", redact(o.store), "version", buildinfo.Version(),
+		"tls", authn.TLSConfig() != nil)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nodeward/nodeward/collector/metrics"
 	"github.com/nodeward/nodeward/collector/store"
+	"github.com/nodeward/nodeward/internal/auth"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -59,6 +60,10 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 	node := hello.GetNodeName()
 	if err := ValidNodeName(node); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	// An agent reports only for the node its credential names.
+	if err := auth.CheckNode(ctx, node); err != nil {
+		return err
 	}
 	log := s.log.With("node", node)
 	if p, ok := peer.FromContext(ctx); ok {
