@@ -17,7 +17,7 @@ var (
 	tcpFwdValues  = map[string]string{"yes": "yes", "all": "yes", "no": "no", "remote": "remote", "local": "local"}
 	familyValues  = map[string]string{"inet": "inet", "inet6": "inet6", "any": "any"}
 	logLevelNames = map[string]string{
-		"QUIET": "QUIET", "FATAL": "FATAL", "ERROR": "ERROR", "INFO": "INFO", "VERBOSE": "VERBOSE",
+		"SILENT": "SILENT", "QUIET": "SILENT", "FATAL": "FATAL", "ERROR": "ERROR", "INFO": "INFO", "VERBOSE": "VERBOSE",
 		"DEBUG": "DEBUG", "DEBUG1": "DEBUG", "DEBUG2": "DEBUG2", "DEBUG3": "DEBUG3",
 	}
 	tunnelValues = []string{"no", "point-to-point", "ethernet", "yes"}
@@ -420,6 +420,10 @@ func (e *evaluator) finish(cfg *Config, o, mo *opts) error {
 		return err
 	}
 	cfg.settings["listenaddress"] = la
+	// sshd checks this at start-up, on the main section only.
+	if cfg.Value("authorizedkeyscommand") != "none" && cfg.Value("authorizedkeyscommanduser") == "none" {
+		return &ConfigError{Msg: "AuthorizedKeysCommand set without AuthorizedKeysCommandUser"}
+	}
 	// What the connection's Match blocks set overrides the rest.
 	for k, s := range mo.single {
 		if matchCopied[k] {
@@ -430,9 +434,6 @@ func (e *evaluator) finish(cfg *Config, o, mo *opts) error {
 		if matchCopied[k] {
 			cfg.settings[k] = s
 		}
-	}
-	if cfg.Value("authorizedkeyscommand") != "none" && cfg.Value("authorizedkeyscommanduser") == "none" {
-		return &ConfigError{Msg: "AuthorizedKeysCommand set without AuthorizedKeysCommandUser"}
 	}
 	return nil
 }
