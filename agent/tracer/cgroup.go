@@ -33,7 +33,8 @@ type cgroupResolver struct {
 	proc string
 
 	once   sync.Once
-	mounts [numHier]string // where each hierarchy is mounted, as this process sees it
+	mounts [numHier]string // each hierarchy's directory, as this process reaches it
+	points [numHier]string // each hierarchy's mount point on the host
 	err    error
 
 	mu    sync.Mutex
@@ -63,6 +64,7 @@ func (r *cgroupResolver) init() {
 		if p == "" {
 			continue
 		}
+		r.points[h] = p
 		r.mounts[h] = filepath.Join(root, p)
 		if _, err := os.Stat(r.mounts[h]); err != nil {
 			r.mounts[h] = p
@@ -87,7 +89,7 @@ func (r *cgroupResolver) path(h hierarchy, id uint64) string {
 	if ok {
 		return p
 	}
-	p = r.open(r.mounts[h], id)
+	p = r.open(h, id)
 	if p != "" {
 		r.mu.Lock()
 		if len(r.paths) > 65536 {
@@ -99,15 +101,15 @@ func (r *cgroupResolver) path(h hierarchy, id uint64) string {
 	return p
 }
 
-func (r *cgroupResolver) open(mount string, id uint64) string {
-	mfd, err := unix.Open(mount, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+func (r *cgroupResolver) open(h hierarchy, id uint64) string {
+	mfd, err := unix.Open(r.mounts[h], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return ""
 	}
 	defer unix.Close(mfd)
-	var h [8]byte
-	binary.LittleEndian.PutUint64(h[:], id)
-	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(fileidKernfs, h[:]), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	var handle [8]byte
+	binary.LittleEndian.PutUint64(handle[:], id)
+	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(fileidKernfs, handle[:]), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
 		return ""
 	}
@@ -116,13 +118,14 @@ func (r *cgroupResolver) open(mount string, id uint64) string {
 	if err != nil {
 		return ""
 	}
-	return relCgroupPath(mount, link)
+	return relCgroupPath(link, r.mounts[h], r.points[h])
 }
 
 // relCgroupPath makes the path of an opened cgroup directory relative to its
-// hierarchy's mount, rooted at "/".
-func relCgroupPath(mount, link string) string {
-	for _, prefix := range []string{mount, strings.TrimPrefix(mount, filepath.Dir(filepath.Dir(mount)))} {
+// hierarchy's mount, rooted at "/": link starts with one of prefixes (the
+// directory as reached, or the mount point itself).
+func relCgroupPath(link string, prefixes ...string) string {
+	for _, prefix := range prefixes {
 		if rest, ok := strings.CutPrefix(link, prefix); ok && (rest == "" || rest[0] == '/') {
 			if rest == "" {
 				return "/"

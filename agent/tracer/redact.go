@@ -28,7 +28,7 @@ var DefaultValuePatterns = []string{
 	`(?i)^[a-z0-9_]*(?:password|passwd|secret|token|api_?key|access_?key|private_?key|credentials?)[a-z0-9_]*=(.+)$`,
 	`(?i)^[a-z][a-z0-9+.-]*://[^/:@\s]*:([^@/\s]+)@`,
 	`(?i)\bbearer\s+([a-z0-9._~+/=-]{8,})`,
-	`(?i)(?:^|[^a-z0-9/+=])((?:aws_secret_access_key|aws_session_token)=\S+)`,
+	`(?i)(?:^|[^a-z0-9_])(?:aws_secret_access_key|aws_session_token)=(\S+)`,
 }
 
 // DefaultSecretFlags are flags whose next argument is a secret.
