@@ -523,3 +523,5 @@ func runQueries(ctx context.Context, w io.Writer, c *client, o *loadOptions) err
 	}
 	return nil
 }
+
+func newRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }

@@ -177,7 +177,10 @@ func (f *Filter) ExactBinary() (string, bool) {
 		return "", false
 	}
 	lit, complete := re.LiteralPrefix()
-	return lit, complete
+	if !complete {
+		return "", false
+	}
+	return lit, true
 }
 
 func in(m map[string]bool, v string) bool { return m == nil || m[v] }

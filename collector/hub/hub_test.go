@@ -1,0 +1,81 @@
+package hub
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nodeward/nodeward/collector/store"
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+)
+
+func batch(n int) []*nodewardv1.Event {
+	out := make([]*nodewardv1.Event, n)
+	for i := range out {
+		out[i] = &nodewardv1.Event{NodeName: "a", Body: &nodewardv1.Event_Exec{Exec: &nodewardv1.ExecEvent{}}}
+	}
+	return out
+}
+
+// A subscriber that does not read misses events, is told how many, and
+// never blocks the publisher.
+func TestSlowSubscriberGetsGapAndNeverBlocks(t *testing.T) {
+	h := New(10)
+	slow := h.Subscribe()
+	defer slow.Close()
+	start := time.Now()
+	for seq := uint64(1); seq <= 25; seq++ {
+		h.Publish(store.Committed{Node: "a", Seq: seq, Events: batch(4)})
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("publishing took %s: a slow subscriber slowed ingest", d)
+	}
+	// The slow one holds 8 (two batches of 4 fit in 10), missed 92.
+	got := 0
+	for len(slow.C) > 0 {
+		b := <-slow.C
+		got += len(b)
+		slow.Done(len(b))
+	}
+	if got != 8 {
+		t.Fatalf("slow subscriber queued %d events, want 8", got)
+	}
+	h.Publish(store.Committed{Node: "a", Seq: 26, Events: batch(1)})
+	var b []*nodewardv1.Event
+	select {
+	case b = <-slow.C:
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing delivered after the subscriber caught up")
+	}
+	if b[0].GetGap().GetMissed() != 92 {
+		t.Fatalf("first event after the loss is %v, want a gap of 92 missed", b[0])
+	}
+	if h.Dropped() != 92 {
+		t.Fatalf("Dropped() = %d, want 92", h.Dropped())
+	}
+}
+
+func TestSequenceGapsAndDuplicates(t *testing.T) {
+	h := New(100)
+	s := h.Subscribe()
+	defer s.Close()
+	h.Publish(store.Committed{Node: "a", Seq: 7, Events: batch(1)}) // baseline, no gap
+	h.Publish(store.Committed{Node: "a", Seq: 8})                   // a snapshot advances the sequence
+	h.Publish(store.Committed{Node: "a", Seq: 8, Events: batch(1)}) // delivered twice: dropped
+	h.Publish(store.Committed{Node: "a", Seq: 12, Events: batch(1)})
+	var kinds []string
+	for len(s.C) > 0 {
+		for _, ev := range <-s.C {
+			if g := ev.GetGap(); g != nil {
+				kinds = append(kinds, "gap")
+				if g.GetFromSequence() != 9 || g.GetToSequence() != 11 {
+					t.Fatalf("gap %v, want 9..11", g)
+				}
+				continue
+			}
+			kinds = append(kinds, "exec")
+		}
+	}
+	if len(kinds) != 3 || kinds[0] != "exec" || kinds[1] != "gap" || kinds[2] != "exec" {
+		t.Fatalf("delivered %v, want exec gap exec", kinds)
+	}
+}
