@@ -531,7 +531,7 @@ func (e *evaluator) matchLine(cond string, ci *ConnInfo) (int, bool, error) {
 		case "localport":
 			port := a2port(arg, e.sys.services)
 			if port == -1 {
-				return -1, true, fmt.Errorf("Invalid LocalPort '%s' on Match line", arg)
+				return -1, true, fmt.Errorf("invalid LocalPort '%s' on Match line", arg)
 			}
 			if ci == nil {
 				result = 0
