@@ -46,10 +46,10 @@ is resolved from the root's own /etc/passwd and /etc/group.`,
 				return fmt.Errorf("sshd config under %s: %w", root, err)
 			}
 			if !prof.Verified {
-				fmt.Fprintf(cmd.ErrOrStderr(), "nodeward-agent: defaults of %s are upstream's, not checked against this build\n", prof.Name())
+				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "nodeward-agent: defaults of %s are upstream's, not checked against this build\n", prof.Name())
 			}
 			for _, u := range cfg.Unrecognised {
-				fmt.Fprintf(cmd.ErrOrStderr(), "nodeward-agent: skipped keyword this package does not know: %s\n", u)
+				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "nodeward-agent: skipped keyword this package does not know: %s\n", u)
 			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), strings.Join(cfg.Lines(), "\n"))
 			return err
