@@ -11,7 +11,8 @@
 #
 # Needs root, clang or cc, go, bpftrace and libbpf-tools (execsnoop); a peer
 # that is missing is reported and skipped.
-# Usage: bench/exec.sh   (env: REPS=5 N=20000 STORMS="fork:1 fork:2 vfork:4 vfork:8")
+# Usage: bench/exec.sh   (env: REPS=5 N=20000 STORMS="fork:1 fork:2 vfork:4 vfork:8";
+#        a storm may carry its own count: "fork:1:5000")
 set -euo pipefail
 
 REPS=${REPS:-5}
@@ -94,24 +95,25 @@ for rep in $(seq "$REPS"); do
 	order=()
 	for i in "${!tracers[@]}"; do order+=("${tracers[$(((i + rep - 1) % ${#tracers[@]}))]}"); done
 	for storm in $STORMS; do
-		mode=${storm%%:*} workers=${storm##*:}
+		IFS=: read -r mode workers n <<<"$storm"
+		n=${n:-$N}
 		prog=/bin/true
 		[[ $mode == vfork ]] && prog=$WORK/tiny
 		for tr in "${order[@]}"; do
 			tag="nwb$rep$mode$workers$tr"
 			out=$WORK/$tag.out
 			start_tracer "$tr" "$out"
-			read -r ns failed < <("$WORK/storm" "$mode" "$N" "$workers" "$prog" "$tag")
+			read -r ns failed < <("$WORK/storm" "$mode" "$n" "$workers" "$prog" "$tag")
 			read -r cpu rss < <(stop_tracer)
 			case $tr in
-			none) got=$N ;;
+			none) got=$n ;;
 			bpftrace) got=$(grep -c " $prog\$" "$out" || true) ;;
 			nodeward) got=$(grep -F -- "$tag-" "$out" | grep -c '"exec":{' || true) ;;
 			*) got=$(grep -c -- "$tag-" "$out" || true) ;;
 			esac
-			printf '%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$mode" "$workers" "$tr" "$ns" "$got" "$cpu" "$rss" >>"$RESULTS"
-			printf '# rep %s %s:%s %-9s %6.0f ns/exec  recorded %s/%s  cpu %ss  rss %s KiB\n' \
-				"$rep" "$mode" "$workers" "$tr" "$(echo "$ns / $N" | bc -l)" "$got" "$N" "$cpu" "$rss" >&2
+			printf '%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$mode" "$workers" "$tr" "$((ns / n))" "$got" "$cpu" "$rss" "$n" >>"$RESULTS"
+			printf '# rep %s %s:%s %-9s %7d ns/exec  recorded %s/%s  cpu %ss  rss %s KiB\n' \
+				"$rep" "$mode" "$workers" "$tr" "$((ns / n))" "$got" "$n" "$cpu" "$rss" >&2
 			rm -f "$out" "$out.err"
 		done
 	done
@@ -119,7 +121,7 @@ done
 
 # Summary: medians over repetitions; ratio = the paired ratio to no tracer in
 # the same repetition, median (min-max).
-awk -F'\t' -v n="$N" '
+awk -F'\t' '
 function median(s,   a, k, i, j, t) {
 	k = split(s, a, " ")
 	for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -130,7 +132,7 @@ function minmax(s,   a, k, i, lo, hi) {
 	for (i = 2; i <= k; i++) { if (a[i] + 0 < lo + 0) lo = a[i]; if (a[i] + 0 > hi + 0) hi = a[i] }
 	return sprintf("%.2f-%.2f", lo, hi)
 }
-{ key = $2 SUBSEP $3; ns[key] = ns[key] " " $4; got[key] = got[key] " " $5; cpu[key] = cpu[key] " " $6; rss[key] = rss[key] " " $7
+{ key = $2 SUBSEP $3; n[$2] = $8; ns[key] = ns[key] " " $4; got[key] = got[key] " " $5; cpu[key] = cpu[key] " " $6; rss[key] = rss[key] " " $7
   base[$1 SUBSEP $2] = ($3 == "none") ? $4 : base[$1 SUBSEP $2]; row[NR] = $0; if (!($2 in seen)) { seen[$2] = 1; storms[++ns_] = $2 }
   if (!($3 in tseen)) { tseen[$3] = 1; trs[++nt] = $3 } }
 END {
@@ -142,6 +144,6 @@ END {
 		r = trs[t] == "none" ? "1.00" : sprintf("%.3f (%s)", median(ratio[key]), minmax(ratio[key]))
 		split(got[key], g, " "); lo = g[1]; for (i in g) if (g[i] + 0 < lo + 0) lo = g[i]
 		split(rss[key], m, " "); hi = 0; for (i in m) if (m[i] + 0 > hi) hi = m[i]
-		printf "%-9s %-10s %10.0f %17s %17s %9.2f %8.1fM\n", storms[s], trs[t], median(ns[key]) / n, r, lo "/" n, median(cpu[key]), hi / 1024
+		printf "%-9s %-10s %10.0f %17s %17s %9.2f %8.1fM\n", storms[s], trs[t], median(ns[key]), r, lo "/" n[storms[s]], median(cpu[key]), hi / 1024
 	}
 }' "$RESULTS"
