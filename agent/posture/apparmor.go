@@ -120,7 +120,7 @@ func readAppArmor(root *hostfs.Root) apparmorState {
 		}
 		return s
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	s.Profiles, err = ParseAppArmorProfiles(io.LimitReader(f, 64<<20))
 	if err != nil {
 		s.Err = fmt.Errorf("%s: %w", apparmorProfilesPath, err)

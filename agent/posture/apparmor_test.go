@@ -60,7 +60,7 @@ func apparmorRoot(t *testing.T, enabled, profiles string) *hostfs.Root {
 	}
 	r, err := hostfs.Open(dir)
 	must(t, err)
-	t.Cleanup(func() { r.Close() })
+	t.Cleanup(func() { _ = r.Close() })
 	return r
 }
 

@@ -62,7 +62,7 @@ func readMountInfo(procDir string) ([]blockdev.Mount, string, error) {
 	if err != nil {
 		return nil, p, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		return nil, p, fmt.Errorf("%s: not a regular file", p)
 	}
@@ -221,7 +221,7 @@ func judgeVolume(v *volume, ebs map[string]VolumeInfo, ebsErr error, opts encryp
 	case len(instStore) > 0 && len(instStore) == len(leaves):
 		return statPass, append(out, evd(where, modelLine(instStore), "NVMe instance storage is encrypted by the Nitro hardware with a per-volume key"))
 	case len(ebsVols) > 0:
-		var st nodewardv1.FindingStatus = statPass
+		st := statPass
 		for _, d := range ebsVols {
 			id := d.EBSVolumeID()
 			switch info, ok := ebs[id]; {

@@ -29,7 +29,7 @@ func ebsNode(t *testing.T) *source.Env {
 	blockdevtest.MountInfo(t, proc, "259:1 / xfs /dev/nvme0n1p1", "259:2 /var/lib/kubelet xfs /dev/nvme1n1")
 	r, err := hostfs.Open(root)
 	must(t, err)
-	t.Cleanup(func() { r.Close() })
+	t.Cleanup(func() { _ = r.Close() })
 	return &source.Env{Root: r, Proc: proc}
 }
 
@@ -56,7 +56,7 @@ func TestEncryptionEBSLookup(t *testing.T) {
 	fake := &ec2test.FakeEC2{}
 	srv := httptest.NewServer(fake)
 	defer srv.Close()
-	o.Lookup = EC2VolumeLookup(ec2.Options{IMDSEndpoint: ec2test.StartIMDS(t), EC2Endpoint: srv.URL})
+	o.Lookup = EC2VolumeLookup(ec2.Options{IMDSEndpoint: startIMDS(t), EC2Endpoint: srv.URL})
 	f = runEncryption(ctx, env, o)[0]
 	ev := evidenceText(f)
 	if f.GetStatus() != statFail || !strings.Contains(ev, "vol-0123456789abcdef0 | Encrypted=true KmsKeyId=arn:aws:kms:") || !strings.Contains(ev, "vol-0fedcba9876543210 | Encrypted=false") {

@@ -161,7 +161,7 @@ var ownCases = []goldenCase{
 		f, err := os.Create(filepath.Join(root, "etc/selinux/config"))
 		if err == nil {
 			err = f.Truncate(1 << 30)
-			f.Close()
+			_ = f.Close()
 		}
 		must(t, err)
 		must(t, os.MkdirAll(filepath.Join(root, "etc/eks"), 0o755))
@@ -196,7 +196,7 @@ func luksDeviceNode(t *testing.T, node string) {
 	f, err := os.Create(img)
 	must(t, err)
 	must(t, f.Truncate(32<<20))
-	f.Close()
+	_ = f.Close()
 	if out, err := exec.Command("cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
 		"--pbkdf-force-iterations", "1000", "--uuid", luksUUID, "--label", "data", "--key-file", key, img).CombinedOutput(); err != nil {
 		t.Fatalf("cryptsetup luksFormat: %v\n%s", err, out)

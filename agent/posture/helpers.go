@@ -3,7 +3,6 @@ package posture
 import (
 	"errors"
 	"io/fs"
-	"strings"
 
 	"github.com/nodeward/nodeward/agent/hostfs"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
@@ -52,15 +51,6 @@ func refSTIG(id, title string) *nodewardv1.Reference {
 	return &nodewardv1.Reference{Framework: stigAL2023, Id: id, Title: title}
 }
 
-// readSmall reads a small host file and trims surrounding white space.
-func readSmall(root *hostfs.Root, name string) (string, error) {
-	b, err := root.ReadFile(name, smallFile)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(b)), nil
-}
-
 // exists reports whether name exists under the root (following links
 // inside it); errors other than "not there" count as unknown and are
 // returned.
@@ -73,12 +63,4 @@ func exists(root *hostfs.Root, name string) (bool, error) {
 		return false, nil
 	}
 	return false, err
-}
-
-// describeErr turns a read error into a short reason.
-func describeErr(err error) string {
-	if errors.Is(err, fs.ErrNotExist) {
-		return "not present"
-	}
-	return err.Error()
 }

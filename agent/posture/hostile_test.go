@@ -38,7 +38,7 @@ func TestChecksOnHostileRoots(t *testing.T) {
 			f, err := os.Create(p)
 			must(t, err)
 			must(t, f.Truncate(1<<30))
-			f.Close()
+			_ = f.Close()
 		},
 		"garbage": func(t *testing.T, p string) {
 			b := make([]byte, 8192)
@@ -67,7 +67,7 @@ func TestChecksOnHostileRoots(t *testing.T) {
 			}
 			r, err := hostfs.Open(root)
 			must(t, err)
-			defer r.Close()
+			defer func() { _ = r.Close() }()
 			env := &source.Env{Root: r, Proc: proc}
 			facts := &nodewardv1.Snapshot{Node: &nodewardv1.Node{KernelRelease: "6.1.0"}}
 			done := make(chan *nodewardv1.Snapshot, 1)

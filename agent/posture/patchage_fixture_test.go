@@ -36,7 +36,7 @@ func TestPatchAgeOnFixtureDatabases(t *testing.T) {
 			}
 			r, err := hostfs.Open(testutil.CopyFixtureRoot(t, host))
 			must(t, err)
-			defer r.Close()
+			defer func() { _ = r.Close() }()
 			env := &source.Env{Root: r, Proc: t.TempDir()}
 			snap, err := source.Run(context.Background(), env, []string{"os", "packages"})
 			must(t, err)

@@ -38,7 +38,7 @@ func rootWith(t *testing.T, files map[string]string) *source.Env {
 	}
 	r, err := hostfs.Open(dir)
 	must(t, err)
-	t.Cleanup(func() { r.Close() })
+	t.Cleanup(func() { _ = r.Close() })
 	return &source.Env{Root: r, Proc: t.TempDir()}
 }
 

@@ -55,7 +55,7 @@ func selinuxRoot(t *testing.T, enforce, config string) *hostfs.Root {
 	}
 	r, err := hostfs.Open(dir)
 	must(t, err)
-	t.Cleanup(func() { r.Close() })
+	t.Cleanup(func() { _ = r.Close() })
 	return r
 }
 
@@ -91,7 +91,7 @@ func TestJudgeSELinux(t *testing.T) {
 func TestSELinuxLiveAgreesWithTree(t *testing.T) {
 	live, err := hostfs.Open("/")
 	must(t, err)
-	defer live.Close()
+	defer func() { _ = live.Close() }()
 	got, err := readSELinuxRuntime(live)
 	if err != nil {
 		t.Fatal(err)

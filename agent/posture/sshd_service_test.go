@@ -135,7 +135,7 @@ func TestSSHDServiceRealSystemd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer croot.Close()
+	defer func() { _ = croot.Close() }()
 	env := &source.Env{Root: croot, Proc: t.TempDir()} // D-Bus must answer on its own
 	ctx := context.Background()
 
@@ -210,7 +210,7 @@ func TestSSHDServiceWithoutBus(t *testing.T) {
 		}
 		r, err := hostfs.Open(dir)
 		must(t, err)
-		t.Cleanup(func() { r.Close() })
+		t.Cleanup(func() { _ = r.Close() })
 		return r
 	}
 	cases := []struct {

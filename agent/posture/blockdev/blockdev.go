@@ -214,7 +214,7 @@ func readHeader(root *hostfs.Root, name string) (*LUKSHeader, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
@@ -242,7 +242,7 @@ func openIn(dir, name string, flags uint64) (int, error) {
 	if err != nil {
 		return -1, &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
-	defer unix.Close(dfd)
+	defer func() { _ = unix.Close(dfd) }()
 	how := unix.OpenHow{Flags: flags | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
 	for {
 		fd, err := unix.Openat2(dfd, strings.TrimPrefix(path.Clean("/"+name), "/"), &how)
@@ -263,7 +263,7 @@ func readlinkIn(root *hostfs.Root, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer unix.Close(dfd)
+	defer func() { _ = unix.Close(dfd) }()
 	buf := make([]byte, 4096)
 	n, err := unix.Readlinkat(dfd, path.Base(clean), buf)
 	if err != nil {
@@ -294,7 +294,7 @@ func ParseLUKSHeader(r io.Reader) (*LUKSHeader, error) {
 		return nil, err
 	}
 	b := buf[:n]
-	if len(b) < 6 || !(bytes.Equal(b[:6], []byte("LUKS\xba\xbe")) || bytes.Equal(b[:6], []byte("SKUL\xba\xbe"))) {
+	if len(b) < 6 || (!bytes.Equal(b[:6], []byte("LUKS\xba\xbe")) && !bytes.Equal(b[:6], []byte("SKUL\xba\xbe"))) {
 		return nil, ErrNotLUKS
 	}
 	if len(b) < 208 {

@@ -2,6 +2,7 @@ package blockdev_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,7 +39,7 @@ func luksImage(t *testing.T, typ, uuid string) string {
 	if err := f.Truncate(32 << 20); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	_ = f.Close()
 	args := []string{"luksFormat", "--batch-mode", "--type", typ, "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--uuid", uuid, "--key-file", key}
 	if typ == "luks2" {
 		args = append(args, "--label", "nodeward-test")
@@ -76,7 +77,7 @@ func TestParseLUKSHeaderFromCryptsetup(t *testing.T) {
 			t.Fatal(err)
 		}
 		h, err := blockdev.ParseLUKSHeader(f)
-		f.Close()
+		_ = f.Close()
 		if err != nil {
 			t.Fatalf("%s: %v", c.typ, err)
 		}
@@ -91,7 +92,7 @@ func TestParseLUKSHeaderFromCryptsetup(t *testing.T) {
 			t.Errorf("luks1 cipher %q", h.Cipher)
 		}
 	}
-	if _, err := blockdev.ParseLUKSHeader(bytes.NewReader(make([]byte, 4096))); err != blockdev.ErrNotLUKS {
+	if _, err := blockdev.ParseLUKSHeader(bytes.NewReader(make([]byte, 4096))); !errors.Is(err, blockdev.ErrNotLUKS) {
 		t.Errorf("zeros: %v", err)
 	}
 	if _, err := blockdev.ParseLUKSHeader(bytes.NewReader([]byte("LUKS\xba\xbe\x00\x02"))); err == nil {
@@ -133,7 +134,7 @@ func TestChainLiveLoopLUKS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 	d, err := blockdev.Chain(root, strings.TrimSpace(string(mm)))
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +166,7 @@ func TestChainLiveRoot(t *testing.T) {
 		testutil.Unavailable(t, "/ is not on a block device here")
 	}
 	root, _ := hostfs.Open("/")
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 	d, err := blockdev.Chain(root, m.MajMin)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +199,7 @@ func TestChainTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 
 	p, err := blockdev.Chain(root, "259:1")
 	if err != nil {
@@ -246,7 +247,7 @@ func TestChainHostile(t *testing.T) {
 		t.Fatal(err)
 	}
 	root, _ := hostfs.Open(dir)
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 	d, err := blockdev.Chain(root, "253:0")
 	if err == nil || !strings.Contains(err.Error(), "deeper than") {
 		t.Errorf("slave loop: %v", err)

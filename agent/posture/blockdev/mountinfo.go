@@ -92,7 +92,7 @@ func Containing(mounts []Mount, p string) (Mount, bool) {
 	found := false
 	for _, m := range mounts {
 		mp := m.MountPoint
-		if !(p == mp || mp == "/" || strings.HasPrefix(p, strings.TrimSuffix(mp, "/")+"/")) {
+		if p != mp && mp != "/" && !strings.HasPrefix(p, strings.TrimSuffix(mp, "/")+"/") {
 			continue
 		}
 		if !found || len(mp) >= len(best.MountPoint) {

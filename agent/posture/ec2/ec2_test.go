@@ -14,7 +14,7 @@ import (
 )
 
 func TestDescribeVolumesIMDSv2AndFakeEC2(t *testing.T) {
-	imdsEP := ec2test.StartIMDS(t)
+	imdsEP := startIMDS(t)
 	fake := &ec2test.FakeEC2{}
 	srv := httptest.NewServer(fake)
 	defer srv.Close()
@@ -55,7 +55,7 @@ func TestDescribeVolumesNoIMDSv1Fallback(t *testing.T) {
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return
 		}
-		io.WriteString(w, "us-east-1")
+		_, _ = io.WriteString(w, "us-east-1")
 	}))
 	defer v1.Close()
 	_, err := ec2.DescribeVolumes(context.Background(), ec2.Options{IMDSEndpoint: v1.URL, EC2Endpoint: "http://127.0.0.1:1", Timeout: 5 * time.Second}, []string{"vol-1"})

@@ -92,7 +92,7 @@ func Query(ctx context.Context, root *hostfs.Root, units []string) ([]Unit, erro
 		}
 		return nil, fmt.Errorf("open %s: %w", SystemBusPath, err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("stat %s: %w", SystemBusPath, err)
@@ -148,7 +148,7 @@ func openPathIn(dir, name string) (int, error) {
 	if err != nil {
 		return -1, &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
-	defer unix.Close(dfd)
+	defer func() { _ = unix.Close(dfd) }()
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
 	for {
 		fd, err := unix.Openat2(dfd, strings.TrimPrefix(path.Clean("/"+name), "/"), &how)
@@ -208,7 +208,7 @@ func Offline(root *hostfs.Root, name string) (Unit, error) {
 		return u, fmt.Errorf("/etc/systemd/system: %w", err)
 	}
 	for _, e := range entries {
-		if !e.IsDir() || !(strings.HasSuffix(e.Name(), ".wants") || strings.HasSuffix(e.Name(), ".requires")) {
+		if !e.IsDir() || (!strings.HasSuffix(e.Name(), ".wants") && !strings.HasSuffix(e.Name(), ".requires")) {
 			continue
 		}
 		if _, _, err := readlinkIn(root, "/etc/systemd/system/"+e.Name()+"/"+name); err == nil {
@@ -228,7 +228,7 @@ func readlinkIn(root *hostfs.Root, name string) (string, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
-	defer unix.Close(dfd)
+	defer func() { _ = unix.Close(dfd) }()
 	var st unix.Stat_t
 	if err := unix.Fstatat(dfd, path.Base(clean), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return "", false, &fs.PathError{Op: "lstat", Path: name, Err: err}

@@ -1,77 +1,18 @@
-// Package ec2test runs AWS's IMDS simulator (amazon-ec2-metadata-mock) for
-// tests and provides a FAKE of the EC2 API, which cannot be reached here.
+// Package ec2test provides a FAKE of the EC2 API, which cannot be reached
+// from tests, and the command that runs AWS's own IMDS simulator
+// (amazon-ec2-metadata-mock) in them.
 package ec2test
 
 import (
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
-	"testing"
-	"time"
-
-	"github.com/nodeward/nodeward/internal/testutil"
 )
 
-// aemmVersion is AWS's IMDS simulator, built from the Go module proxy.
-const aemmVersion = "v1.13.0"
-
-var (
-	aemmOnce sync.Once
-	aemmBin  string
-	aemmErr  error
-)
-
-// StartIMDS runs amazon-ec2-metadata-mock on a loopback port in IMDSv2-only
-// mode and returns its endpoint.
-func StartIMDS(t *testing.T) string {
-	t.Helper()
-	aemmOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nodeward-aemm-")
-		if err != nil {
-			aemmErr = err
-			return
-		}
-		cmd := exec.Command("go", "install", "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock@"+aemmVersion)
-		cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			aemmErr = fmt.Errorf("go install amazon-ec2-metadata-mock: %v\n%s", err, out)
-			return
-		}
-		aemmBin = filepath.Join(dir, "ec2-metadata-mock")
-	})
-	if aemmErr != nil {
-		testutil.Unavailable(t, aemmErr.Error())
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(aemmBin, "-n", "127.0.0.1", "-p", strconv.Itoa(port), "--imdsv2")
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	ep := "http://127.0.0.1:" + strconv.Itoa(port)
-	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			c.Close()
-			return ep
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("amazon-ec2-metadata-mock did not listen")
-	return ""
-}
+// AEMMModule is AWS's IMDS simulator at the version the tests build with
+// "go install MODULE" (tests run it with -n 127.0.0.1 -p PORT --imdsv2).
+const AEMMModule = "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock@v1.13.0"
 
 // FakeEC2 is a FAKE of the EC2 Query API (the real one cannot be reached
 // from here): it answers DescribeVolumes with responses shaped as the EC2
@@ -143,5 +84,5 @@ func (f *FakeEC2) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
-	io.WriteString(w, DescribeVolumesResponse)
+	_, _ = io.WriteString(w, DescribeVolumesResponse)
 }
