@@ -3,8 +3,11 @@
 # `nodeward-agent trace -o json`, with bpftrace on the same tracepoint and with
 # libbpf-tools' execsnoop, interleaved (none, nodeward, bpftrace, execsnoop, then
 # again in a rotated order), REPS repetitions. Prints, per storm and tracer:
-# median ns per exec, the median of the paired ratios to no tracer (same
-# repetition), events recorded / expected, the tracer's CPU time and peak RSS.
+# median wall ns per exec and the median of the paired ratios to no tracer
+# (same repetition); the same for CPU ns per exec (the storm's own CPU time,
+# which includes the BPF programs, plus the tracer's CPU time during the
+# storm: steadier than wall time on a shared machine); events recorded /
+# expected; the tracer's CPU time and peak RSS.
 #
 #   (1) N fork+exec of /bin/true, 1 and 2 workers
 #   (2) N vfork+exec of a tiny static binary that exits at once, 4 and 8 workers
@@ -72,18 +75,23 @@ start_tracer() {
 	sleep 0.5
 }
 
-# stop_tracer: prints "cpu_seconds peak_rss_kib" of the tracer.
+# tracer_ticks: the tracer's CPU time so far, in clock ticks.
+tracer_ticks() {
+	if [[ -z $TRACER_PID ]]; then echo 0; return; fi
+	awk '{print $14+$15}' "/proc/$TRACER_PID/stat"
+}
+
+# stop_tracer T0: prints "cpu_ns_since_T0 peak_rss_kib" of the tracer.
 stop_tracer() {
 	if [[ -z $TRACER_PID ]]; then echo "0 0"; return; fi
 	sleep 1 # let it drain
-	local tk hz rss
-	hz=$(getconf CLK_TCK)
-	tk=$(awk '{print $14+$15}' "/proc/$TRACER_PID/stat")
+	local tk rss
+	tk=$(tracer_ticks)
 	rss=$(awk '/^VmHWM/{print $2}' "/proc/$TRACER_PID/status")
 	kill -INT "$TRACER_PID"
 	wait "$TRACER_PID" 2>/dev/null || true
 	TRACER_PID=
-	echo "$(awk -v t="$tk" -v hz="$hz" 'BEGIN{printf "%.3f", t/hz}') $rss"
+	echo "$(((tk - $1) * 1000000000 / $(getconf CLK_TCK))) $rss"
 }
 
 RESULTS=$WORK/results.tsv
@@ -103,24 +111,26 @@ for rep in $(seq "$REPS"); do
 			tag="nwb$rep$mode$workers$tr"
 			out=$WORK/$tag.out
 			start_tracer "$tr" "$out"
-			read -r ns failed < <("$WORK/storm" "$mode" "$n" "$workers" "$prog" "$tag")
-			read -r cpu rss < <(stop_tracer)
+			t0=$(tracer_ticks)
+			read -r ns failed scpu < <("$WORK/storm" "$mode" "$n" "$workers" "$prog" "$tag")
+			read -r cpu rss < <(stop_tracer "$t0")
 			case $tr in
 			none) got=$n ;;
 			bpftrace) got=$(grep -c " $prog\$" "$out" || true) ;;
 			nodeward) got=$(grep -F -- "$tag-" "$out" | grep -c '"exec":{' || true) ;;
 			*) got=$(grep -c -- "$tag-" "$out" || true) ;;
 			esac
-			printf '%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$mode" "$workers" "$tr" "$((ns / n))" "$got" "$cpu" "$rss" "$n" >>"$RESULTS"
-			printf '# rep %s %s:%s %-9s %7d ns/exec  recorded %s/%s  cpu %ss  rss %s KiB\n' \
-				"$rep" "$mode" "$workers" "$tr" "$((ns / n))" "$got" "$n" "$cpu" "$rss" >&2
+			printf '%s\t%s:%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$mode" "$workers" "$tr" "$((ns / n))" "$got" "$((cpu / 1000000))" "$rss" "$n" \
+				"$(((scpu + cpu) / n))" >>"$RESULTS"
+			printf '# rep %s %s:%s %-9s wall %7d ns/exec  cpu %6d ns/exec (tracer %4d ms)  recorded %s/%s  rss %s KiB  load %s\n' \
+				"$rep" "$mode" "$workers" "$tr" "$((ns / n))" "$(((scpu + cpu) / n))" "$((cpu / 1000000))" "$got" "$n" "$rss" "$(cut -d' ' -f1 /proc/loadavg)" >&2
 			rm -f "$out" "$out.err"
 		done
 	done
 done
 
-# Summary: medians over repetitions; ratio = the paired ratio to no tracer in
-# the same repetition, median (min-max).
+# Summary: medians over repetitions; a ratio is the paired ratio to no tracer
+# in the same repetition: median (min-max).
 awk -F'\t' '
 function median(s,   a, k, i, j, t) {
 	k = split(s, a, " ")
@@ -132,18 +142,26 @@ function minmax(s,   a, k, i, lo, hi) {
 	for (i = 2; i <= k; i++) { if (a[i] + 0 < lo + 0) lo = a[i]; if (a[i] + 0 > hi + 0) hi = a[i] }
 	return sprintf("%.2f-%.2f", lo, hi)
 }
-{ key = $2 SUBSEP $3; n[$2] = $8; ns[key] = ns[key] " " $4; got[key] = got[key] " " $5; cpu[key] = cpu[key] " " $6; rss[key] = rss[key] " " $7
-  base[$1 SUBSEP $2] = ($3 == "none") ? $4 : base[$1 SUBSEP $2]; row[NR] = $0; if (!($2 in seen)) { seen[$2] = 1; storms[++ns_] = $2 }
+function ratio(s) { return sprintf("%.3f (%s)", median(s), minmax(s)) }
+{ key = $2 SUBSEP $3; n[$2] = $8; ns[key] = ns[key] " " $4; got[key] = got[key] " " $5; cpu[key] = cpu[key] " " $6
+  rss[key] = rss[key] " " $7; cns[key] = cns[key] " " $9
+  if ($3 == "none") { base[$1 SUBSEP $2] = $4; cbase[$1 SUBSEP $2] = $9 }
+  row[NR] = $0; if (!($2 in seen)) { seen[$2] = 1; storms[++ns_] = $2 }
   if (!($3 in tseen)) { tseen[$3] = 1; trs[++nt] = $3 } }
 END {
-	for (r = 1; r <= NR; r++) { split(row[r], f, "\t"); if (f[3] != "none") ratio[f[2] SUBSEP f[3]] = ratio[f[2] SUBSEP f[3]] " " f[4] / base[f[1] SUBSEP f[2]] }
-	printf "%-9s %-10s %10s %17s %17s %9s %9s\n", "storm", "tracer", "ns/exec", "ratio (min-max)", "recorded", "cpu s", "peak RSS"
+	for (r = 1; r <= NR; r++) {
+		split(row[r], f, "\t")
+		if (f[3] == "none") continue
+		wr[f[2] SUBSEP f[3]] = wr[f[2] SUBSEP f[3]] " " f[4] / base[f[1] SUBSEP f[2]]
+		cr[f[2] SUBSEP f[3]] = cr[f[2] SUBSEP f[3]] " " f[9] / cbase[f[1] SUBSEP f[2]]
+	}
+	printf "%-9s %-10s %9s %19s %9s %19s %13s %10s %9s\n", "storm", "tracer", "wall ns", "wall ratio", "cpu ns", "cpu ratio", "recorded", "tracer ms", "peak RSS"
 	for (s = 1; s <= ns_; s++) for (t = 1; t <= nt; t++) {
 		key = storms[s] SUBSEP trs[t]
 		if (!(key in ns)) continue
-		r = trs[t] == "none" ? "1.00" : sprintf("%.3f (%s)", median(ratio[key]), minmax(ratio[key]))
+		w = trs[t] == "none" ? "1" : ratio(wr[key]); c = trs[t] == "none" ? "1" : ratio(cr[key])
 		split(got[key], g, " "); lo = g[1]; for (i in g) if (g[i] + 0 < lo + 0) lo = g[i]
 		split(rss[key], m, " "); hi = 0; for (i in m) if (m[i] + 0 > hi) hi = m[i]
-		printf "%-9s %-10s %10.0f %17s %17s %9.2f %8.1fM\n", storms[s], trs[t], median(ns[key]), r, lo "/" n[storms[s]], median(cpu[key]), hi / 1024
+		printf "%-9s %-10s %9.0f %19s %9.0f %19s %13s %10.0f %8.1fM\n", storms[s], trs[t], median(ns[key]), w, median(cns[key]), c, lo "/" n[storms[s]], median(cpu[key]), hi / 1024
 	}
 }' "$RESULTS"
