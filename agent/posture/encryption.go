@@ -2,8 +2,10 @@ package posture
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -182,12 +184,18 @@ func judgeVolume(v *volume, ebs map[string]VolumeInfo, ebsErr error, opts encryp
 		return statUnknown, []*nodewardv1.Evidence{evd(where, "", "cannot follow the device in sysfs: "+v.chainErr.Error())}
 	}
 	var layers []string
-	var crypt, luks []string
+	var crypt, luks, fscrypt, headerErrs []string
 	var ebsVols, instStore, leaves []*blockdev.Device
 	v.chain.Walk(func(d *blockdev.Device) {
 		layers = append(layers, describeDevice(d))
 		if d.DMCrypt() {
 			crypt = append(crypt, fmt.Sprintf("%s is dm-crypt (%s)", d.Name, d.DMUUID))
+		}
+		if d.FSCrypt {
+			fscrypt = append(fscrypt, d.Name)
+		}
+		if d.HeaderErr != nil && !errors.Is(d.HeaderErr, fs.ErrNotExist) {
+			headerErrs = append(headerErrs, d.HeaderErr.Error())
 		}
 		if d.LUKS != nil {
 			luks = append(luks, fmt.Sprintf("LUKS%d header uuid %s on /dev/%s", d.LUKS.Version, d.LUKS.UUID, d.Name))
@@ -203,10 +211,18 @@ func judgeVolume(v *volume, ebs map[string]VolumeInfo, ebsErr error, opts encryp
 		}
 	})
 	chainEv := evd(where, strings.Join(layers, " <- "), "device chain from sysfs")
+	out := []*nodewardv1.Evidence{chainEv}
+	if len(fscrypt) > 0 {
+		// fscrypt protects chosen directories, not the volume: noted, not
+		// counted.
+		out = append(out, evd(where, strings.Join(fscrypt, ","), "ext4 \"encrypt\" feature on: fscrypt may protect some directories; the volume is not encrypted by it"))
+	}
 	if v.chainErr != nil {
 		chainEv.Reason += " (partly: " + v.chainErr.Error() + ")"
 	}
-	out := []*nodewardv1.Evidence{chainEv}
+	if len(headerErrs) > 0 {
+		chainEv.Reason += "; LUKS headers unreadable: " + strings.Join(headerErrs, "; ")
+	}
 	switch {
 	case len(crypt) > 0:
 		r := strings.Join(crypt, "; ")
@@ -287,6 +303,9 @@ func describeDevice(d *blockdev.Device) string {
 	}
 	if d.LUKS != nil {
 		attrs = append(attrs, fmt.Sprintf("luks%d", d.LUKS.Version))
+	}
+	if d.FSCrypt {
+		attrs = append(attrs, "ext4-encrypt")
 	}
 	return fmt.Sprintf("%s[%s]", d.Name, strings.Join(attrs, " "))
 }

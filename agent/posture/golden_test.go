@@ -115,6 +115,7 @@ var ownCases = []goldenCase{
 		tr.Virtio("vdb", "254:16")
 		tr.DM("dm-0", "253:0", "luks-data", "CRYPT-LUKS2-"+strings.ReplaceAll(luksUUID, "-", "")+"-luks-data", "vdb")
 		luksDeviceNode(t, filepath.Join(root, "dev/vdb"))
+		ext4EncryptHead(t, filepath.Join(root, "dev/vda"))
 		blockdevtest.MountInfo(t, proc, "254:0 / ext4 /dev/vda", "253:0 /var/lib/containerd xfs /dev/mapper/luks-data")
 	}},
 	{"ebs-nvme-instance-store", func(t *testing.T, root, proc string) {
@@ -178,6 +179,29 @@ var ownCases = []goldenCase{
 		must(t, os.MkdirAll(filepath.Join(proc, "42"), 0o755))
 		must(t, unix.Mkfifo(filepath.Join(proc, "42/comm"), 0o644))
 	}},
+}
+
+// ext4EncryptHead writes to path the first 4 KiB of an ext4 filesystem
+// made by the real mkfs.ext4 with the "encrypt" (fscrypt) feature.
+func ext4EncryptHead(t *testing.T, path string) {
+	t.Helper()
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		testutil.Unavailable(t, "mkfs.ext4 not installed (apt-get install e2fsprogs)")
+	}
+	img := filepath.Join(t.TempDir(), "fs.img")
+	f, err := os.Create(img)
+	must(t, err)
+	must(t, f.Truncate(16<<20))
+	_ = f.Close()
+	// Fixed uuid and hash seed keep the superblock the same run to run.
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-O", "encrypt", "-U", "3b0f5d4e-8a61-4c2f-9e7d-1a2b3c4d5e6f",
+		"-E", "hash_seed=3b0f5d4e-8a61-4c2f-9e7d-1a2b3c4d5e6f", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(img)
+	must(t, err)
+	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	must(t, os.WriteFile(path, b[:blockdev.HeaderSize], 0o644))
 }
 
 // luksDeviceNode formats a loop file with cryptsetup, attaches it to a loop

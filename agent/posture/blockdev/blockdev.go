@@ -50,6 +50,10 @@ type Device struct {
 	BackingFile string
 	// LUKS is the header found at the start of the device, if any.
 	LUKS *LUKSHeader
+	// FSCrypt: the device holds an ext4 filesystem with the "encrypt"
+	// feature, so fscrypt policies may protect some of its directories (the
+	// volume itself is not encrypted by it).
+	FSCrypt bool
 	// HeaderErr says why the device's first bytes could not be read.
 	HeaderErr error
 	// Parents are the devices this one is built on: the disk of a
@@ -170,7 +174,7 @@ func chain(root *hostfs.Root, majmin string, depth int) (*Device, error) {
 		}
 		d.Parents = append(d.Parents, p)
 	}
-	d.LUKS, d.HeaderErr = readHeader(root, "/dev/"+d.Name)
+	d.LUKS, d.FSCrypt, d.HeaderErr = readHeader(root, "/dev/"+d.Name)
 	return d, errors.Join(errs...)
 }
 
@@ -209,32 +213,55 @@ const HeaderSize = 4096
 
 // readHeader opens a device node (or, in a test tree, a regular file
 // standing for one) under the root and parses its first bytes.
-func readHeader(root *hostfs.Root, name string) (*LUKSHeader, error) {
+func readHeader(root *hostfs.Root, name string) (*LUKSHeader, bool, error) {
 	fd, err := openIn(root.Dir(), name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer func() { _ = unix.Close(fd) }()
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
+		return nil, false, &fs.PathError{Op: "stat", Path: name, Err: err}
 	}
 	if t := st.Mode & unix.S_IFMT; t != unix.S_IFBLK && t != unix.S_IFREG {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("neither a block device nor a regular file")}
+		return nil, false, &fs.PathError{Op: "open", Path: name, Err: errors.New("neither a block device nor a regular file")}
 	}
 	buf := make([]byte, HeaderSize)
 	n, err := unix.Pread(fd, buf, 0)
 	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: name, Err: err}
+		return nil, false, &fs.PathError{Op: "read", Path: name, Err: err}
 	}
 	h, err := ParseLUKSHeader(bytes.NewReader(buf[:n]))
 	if errors.Is(err, ErrNotLUKS) {
-		return nil, nil
+		return nil, Ext4Encrypt(buf[:n]), nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, false, fmt.Errorf("%s: %w", name, err)
 	}
-	return h, nil
+	return h, false, nil
+}
+
+// Ext4 superblock fields (fs/ext4/ext4.h): the superblock starts at byte
+// 1024, its magic is at 0x38 and the incompatible feature set at 0x60.
+const (
+	ext4SuperOffset    = 1024
+	ext4Magic          = 0xEF53
+	ext4IncompatCrypt  = 0x10000
+	ext4MagicOffset    = 0x38
+	ext4IncompatOffset = 0x60
+)
+
+// Ext4Encrypt reports whether b, a device's first bytes, hold an
+// ext2/3/4 superblock with the "encrypt" (fscrypt) feature.
+func Ext4Encrypt(b []byte) bool {
+	if len(b) < ext4SuperOffset+ext4IncompatOffset+4 {
+		return false
+	}
+	sb := b[ext4SuperOffset:]
+	if binary.LittleEndian.Uint16(sb[ext4MagicOffset:]) != ext4Magic {
+		return false
+	}
+	return binary.LittleEndian.Uint32(sb[ext4IncompatOffset:])&ext4IncompatCrypt != 0
 }
 
 func openIn(dir, name string, flags uint64) (int, error) {

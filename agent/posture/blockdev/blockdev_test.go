@@ -309,3 +309,48 @@ func FuzzParseMountInfo(f *testing.F) {
 		}
 	})
 }
+
+// The "encrypt" feature is read from superblocks the real mkfs.ext4 wrote,
+// with dumpe2fs as the oracle.
+func TestExt4EncryptFromMkfs(t *testing.T) {
+	for _, tool := range []string{"mkfs.ext4", "dumpe2fs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testutil.Unavailable(t, tool+" not installed (apt-get install e2fsprogs)")
+		}
+	}
+	for _, opts := range [][]string{{"-O", "encrypt"}, {}} {
+		img := filepath.Join(t.TempDir(), "fs.img")
+		f, err := os.Create(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(16 << 20); err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Close()
+		args := append(append([]string{"-q", "-F"}, opts...), img)
+		if out, err := exec.Command("mkfs.ext4", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mkfs.ext4 %v: %v\n%s", args, err, out)
+		}
+		out, err := exec.Command("dumpe2fs", "-h", img).Output()
+		if err != nil {
+			t.Fatalf("dumpe2fs: %v", err)
+		}
+		want := false
+		for _, l := range strings.Split(string(out), "\n") {
+			if rest, ok := strings.CutPrefix(l, "Filesystem features:"); ok {
+				want = slices.Contains(strings.Fields(rest), "encrypt")
+			}
+		}
+		b, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := blockdev.Ext4Encrypt(b[:blockdev.HeaderSize]); got != want {
+			t.Errorf("mkfs.ext4 %v: Ext4Encrypt %v, dumpe2fs says encrypt=%v", opts, got, want)
+		}
+	}
+	if blockdev.Ext4Encrypt(make([]byte, 100)) || blockdev.Ext4Encrypt(make([]byte, 4096)) {
+		t.Error("encrypt found in zeros")
+	}
+}
