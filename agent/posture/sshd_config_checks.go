@@ -135,10 +135,12 @@ var sshdCfgChecks = []sshdCfgCheck{
 					exposed = append(exposed, la)
 				}
 			}
+			// A socket-activated sshd (ssh.socket) listens where the socket
+			// unit says; the unit-state check reports that case.
 			if len(exposed) == 0 {
-				return sevMedium, statPass, "every listen address is loopback"
+				return sevMedium, statPass, "every ListenAddress is loopback (a socket-activated sshd listens per ssh.socket instead)"
 			}
-			return sevMedium, statFail, "listens beyond loopback on " + strings.Join(exposed, " ")
+			return sevMedium, statFail, "listens beyond loopback on " + strings.Join(exposed, " ") + " (a socket-activated sshd listens per ssh.socket instead)"
 		},
 	},
 }

@@ -79,27 +79,33 @@ func wantStatuses(t *testing.T, got map[string]*nodewardv1.Finding, want map[str
 	}
 }
 
-func TestSSHDConfigChecksDebianFixture(t *testing.T) {
-	root := testutil.CopyFixtureRoot(t, "debian-12-bookworm-minbase-openssh")
-	got := runSSHDConfigOn(t, root)
-	wantStatuses(t, got, map[string]nodewardv1.FindingStatus{
-		"ssh.permit-root-login":              statFail, // default prohibit-password
-		"ssh.password-authentication":        statFail, // default yes
-		"ssh.kbd-interactive-authentication": statPass, // set no by Debian's file
-		"ssh.permit-empty-passwords":         statPass,
-		"ssh.weak-ciphers":                   statPass,
-		"ssh.weak-macs":                      statFail, // umac-64 is in the default list
-		"ssh.weak-kex":                       statPass,
-		"ssh.listen-non-loopback":            statFail,
-		"ssh.match-loosens":                  statPass,
-	})
-	ev := got["ssh.permit-root-login"].GetEvidence()[0]
-	if ev.GetValue() != "permitrootlogin without-password" || !strings.Contains(ev.GetReason(), "default of OpenSSH 9.2p1") {
-		t.Errorf("root login evidence = %v", ev)
-	}
-	ev = got["ssh.kbd-interactive-authentication"].GetEvidence()[0]
-	if !strings.Contains(ev.GetReason(), "/etc/ssh/sshd_config:") {
-		t.Errorf("kbd evidence does not name the line: %v", ev)
+func TestSSHDConfigChecksFixtures(t *testing.T) {
+	for host, build := range map[string]string{
+		"debian-12-bookworm-minbase-openssh": "OpenSSH 9.2p1 (debian 1:9.2p1-2+deb12u",
+		"ubuntu-22.04-jammy-minbase-openssh": "OpenSSH 8.9p1 (ubuntu 1:8.9p1-3)",
+	} {
+		t.Run(host, func(t *testing.T) {
+			got := runSSHDConfigOn(t, testutil.CopyFixtureRoot(t, host))
+			wantStatuses(t, got, map[string]nodewardv1.FindingStatus{
+				"ssh.permit-root-login":              statFail, // default prohibit-password
+				"ssh.password-authentication":        statFail, // default yes
+				"ssh.kbd-interactive-authentication": statPass, // set no by the distribution's file
+				"ssh.permit-empty-passwords":         statPass,
+				"ssh.weak-ciphers":                   statPass,
+				"ssh.weak-macs":                      statFail, // umac-64 is in the default list
+				"ssh.weak-kex":                       statPass,
+				"ssh.listen-non-loopback":            statFail,
+				"ssh.match-loosens":                  statPass,
+			})
+			ev := got["ssh.permit-root-login"].GetEvidence()[0]
+			if ev.GetValue() != "permitrootlogin without-password" || !strings.Contains(ev.GetReason(), "default of "+build) {
+				t.Errorf("root login evidence = %v", ev)
+			}
+			ev = got["ssh.kbd-interactive-authentication"].GetEvidence()[0]
+			if !strings.Contains(ev.GetReason(), "set at /etc/ssh/sshd_config:") {
+				t.Errorf("kbd evidence does not name the line: %v", ev)
+			}
+		})
 	}
 }
 

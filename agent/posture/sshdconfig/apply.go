@@ -46,10 +46,8 @@ func (e *evaluator) noteBlock(src Source, key, val string, active bool) {
 		return
 	}
 	// Recorded in pass 1, where every block is walked once.
-	for i := range e.blocks {
-		if e.blocks[i].Name() == src.Match {
-			e.blocks[i].Sets = append(e.blocks[i].Sets, BlockSetting{Keyword: key, Value: val, Line: src.Line})
-		}
+	if i, ok := e.blockByName[src.Match]; ok {
+		e.blocks[i].Sets = append(e.blocks[i].Sets, BlockSetting{Keyword: key, Value: val, Line: src.Line})
 	}
 }
 

@@ -208,9 +208,11 @@ type evaluator struct {
 	files   []string
 	blocks  []MatchBlock
 	blockIx map[string]int
-	pass    int
-	lines   int // processed so far, against maxLines
-	unknown []string
+	// blockByName finds a block by its Name, the Source.Match of its lines.
+	blockByName map[string]int
+	pass        int
+	lines       int // processed so far, against maxLines
+	unknown     []string
 }
 
 // maxLines bounds the lines processed over all files and both passes: an
@@ -221,7 +223,7 @@ const maxLines = 1 << 18
 // Evaluate computes the effective configuration as `sshd -T` does, with ci
 // as the -C specification (nil: none).
 func Evaluate(root FS, prof *Profile, ci *ConnInfo) (*Config, error) {
-	e := &evaluator{fs: root, prof: prof, sys: loadSysDB(root), cache: map[string][]include{}, blockIx: map[string]int{}}
+	e := &evaluator{fs: root, prof: prof, sys: loadSysDB(root), cache: map[string][]include{}, blockIx: map[string]int{}, blockByName: map[string]int{}}
 	lines, err := e.load(MainConfig)
 	if err != nil {
 		return nil, err
@@ -446,6 +448,7 @@ func (e *evaluator) match(str, file string, ln int, active *bool, ci *ConnInfo, 
 		ix = len(e.blocks)
 		e.blockIx[key] = ix
 		e.blocks = append(e.blocks, MatchBlock{Criteria: crit, File: file, Line: ln})
+		e.blockByName[*block] = ix
 	}
 	if e.pass == 2 && ci != nil && !never && *active {
 		e.blocks[ix].Applied = true

@@ -259,3 +259,27 @@ func TestUnverifiedBuildSkipsUnknownKeywords(t *testing.T) {
 		t.Errorf("verified build: err = %v", err)
 	}
 }
+
+// TestHostilePatternsStayFast: sshd's recursive wildcard match is
+// exponential in stars; ours must answer a hostile pattern at once.
+func TestHostilePatternsStayFast(t *testing.T) {
+	user := strings.Repeat("a", 200)
+	pat := strings.Repeat("*a", 100) + "z"
+	if matchPattern(user, pat) {
+		t.Error("matched a pattern ending in z")
+	}
+	if !matchPattern(user, strings.Repeat("*a", 100)) {
+		t.Error("did not match")
+	}
+	for _, tc := range []struct {
+		s, p string
+		want bool
+	}{
+		{"abc", "a*c", true}, {"abc", "a?c", true}, {"ac", "a?c", false}, {"abc", "*", true},
+		{"", "?", false}, {"aXbXc", "a*b*c", true}, {"abcb", "*b", true}, {"abcd", "*b", false},
+	} {
+		if got := matchPattern(tc.s, tc.p); got != tc.want {
+			t.Errorf("matchPattern(%q, %q) = %v", tc.s, tc.p, got)
+		}
+	}
+}

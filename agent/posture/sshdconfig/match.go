@@ -7,44 +7,32 @@ import (
 )
 
 // matchPattern is sshd's match_pattern: '*' matches any run, '?' one byte,
-// everything else itself.
+// everything else itself. sshd backtracks recursively, which is
+// exponential in the number of stars; this is the same language matched
+// by the greedy algorithm, linear per star, so a hostile pattern cannot
+// stall the agent.
 func matchPattern(s, pattern string) bool {
-	for {
-		if pattern == "" {
-			return s == ""
-		}
-		switch pattern[0] {
-		case '*':
-			for len(pattern) > 0 && pattern[0] == '*' {
-				pattern = pattern[1:]
-			}
-			if pattern == "" {
-				return true
-			}
-			if pattern[0] != '?' && pattern[0] != '*' {
-				for i := 0; i < len(s); i++ {
-					if s[i] == pattern[0] && matchPattern(s[i+1:], pattern[1:]) {
-						return true
-					}
-				}
-				return false
-			}
-			for i := 0; i < len(s); i++ {
-				if matchPattern(s[i:], pattern) {
-					return true
-				}
-			}
-			return false
+	si, pi := 0, 0
+	star, mark := -1, 0
+	for si < len(s) {
+		switch {
+		case pi < len(pattern) && pattern[pi] == '*':
+			star, mark = pi, si
+			pi++
+		case pi < len(pattern) && (pattern[pi] == '?' || pattern[pi] == s[si]):
+			si++
+			pi++
+		case star >= 0:
+			mark++
+			si, pi = mark, star+1
 		default:
-			if s == "" {
-				return false
-			}
-			if pattern[0] != '?' && pattern[0] != s[0] {
-				return false
-			}
-			s, pattern = s[1:], pattern[1:]
+			return false
 		}
 	}
+	for pi < len(pattern) && pattern[pi] == '*' {
+		pi++
+	}
+	return pi == len(pattern)
 }
 
 // matchPatternList is sshd's match_pattern_list: 1 when s matches a
