@@ -17,6 +17,9 @@ type Request struct {
 	Snapshot  *nodewardv1.Snapshot
 	Events    []*nodewardv1.Event
 	Duplicate bool // set by the apply function
+	// Prepared is backend-specific work done before queueing (encoded
+	// rows), so the single writer only writes.
+	Prepared any
 
 	done chan error
 }

@@ -59,7 +59,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		}
 		return "file:" + path + "?" + q.Encode()
 	}
-	writer, err := sql.Open("sqlite", dsn("")+"&_txlock=immediate")
+	// A big page cache for the writer: event indexes take inserts all over
+	// their B-trees (a thousand nodes, many binaries).
+	writer, err := sql.Open("sqlite", dsn("cache_size(-131072)")+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
@@ -69,7 +71,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = writer.Close()
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
-	reader, err := sql.Open("sqlite", dsn("query_only(1)"))
+	reader, err := sql.Open("sqlite", dsn("query_only(1)")+"&_pragma=cache_size(-32768)")
 	if err != nil {
 		_ = writer.Close()
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)

@@ -120,13 +120,19 @@ func (s *Store) CommitEvents(ctx context.Context, node string, seq uint64, event
 	if events == nil {
 		events = []*nodewardv1.Event{}
 	}
-	return s.committer.Submit(ctx, &store.Request{Node: node, Seq: seq, Received: received, Events: events})
+	// Encode here, in the caller's goroutine: many streams encode in
+	// parallel while the writer writes.
+	rows, err := encodeEvents(node, seq, events, received)
+	if err != nil {
+		return false, fmt.Errorf("commit events: %w", err)
+	}
+	return s.committer.Submit(ctx, &store.Request{Node: node, Seq: seq, Received: received, Events: events, Prepared: rows})
 }
 
 const eventCols = 14
 
 // eventsChunk rows go into one multi-row INSERT.
-const eventsChunk = 64
+const eventsChunk = 128
 
 func (s *Store) apply(ctx context.Context, group []*store.Request) (err error) {
 	tx, err := s.writer.BeginTx(ctx, nil)
@@ -233,22 +239,39 @@ func insertSQL(n int) string {
 	return b.String()
 }
 
-func (e *eventInserter) add(ctx context.Context, r *store.Request) error {
-	for i, ev := range r.Events {
+// encodeEvents turns a batch into INSERT arguments, eventCols per event.
+func encodeEvents(node string, seq uint64, events []*nodewardv1.Event, received time.Time) ([]any, error) {
+	rows := make([]any, 0, len(events)*eventCols)
+	for i, ev := range events {
 		body, err := proto.Marshal(ev)
 		if err != nil {
-			return fmt.Errorf("encode event %d: %w", i, err)
+			return nil, fmt.Errorf("encode event %d: %w", i, err)
 		}
 		c := eventfilter.Extract(ev)
 		var uid any
 		if c.UID >= 0 {
 			uid = c.UID
 		}
-		e.rows = append(e.rows, r.Node, int64(r.Seq), i, ev.GetTime().AsTime().UnixNano(), r.Received.UnixNano(),
+		rows = append(rows, node, int64(seq), i, ev.GetTime().AsTime().UnixNano(), received.UnixNano(),
 			eventfilter.KindName(eventfilter.Kind(ev)), clean(c.Binary), uid, clean(c.User), clean(c.Pod),
 			clean(c.Namespace), clean(c.Container), clean(c.Session), body)
+	}
+	return rows, nil
+}
+
+func (e *eventInserter) add(ctx context.Context, r *store.Request) error {
+	rows, ok := r.Prepared.([]any)
+	if !ok {
+		var err error
+		if rows, err = encodeEvents(r.Node, r.Seq, r.Events, r.Received); err != nil {
+			return err
+		}
+	}
+	for i := 0; i+eventCols <= len(rows); i += eventCols {
+		e.rows = append(e.rows, rows[i:i+eventCols]...)
 		e.n++
 		if e.n == eventsChunk {
+			var err error
 			if e.multi == nil {
 				if e.multi, err = e.tx.PrepareContext(ctx, e.s.q(insertSQL(eventsChunk))); err != nil {
 					return err

@@ -76,4 +76,3 @@ ALTER TABLE events_v2 RENAME TO events;
 CREATE INDEX events_time ON events (time_ns);
 CREATE INDEX events_node_time ON events (node, time_ns);
 CREATE INDEX events_bin_time ON events (bin, time_ns);
-CREATE INDEX events_node_seq ON events (node, seq);
