@@ -84,6 +84,14 @@ func readSELinuxRuntime(root *hostfs.Root) (selinuxRuntime, error) {
 		}
 		m := selinux.EnforceMode()
 		v := fmt.Sprintf("EnforceMode=%d", m)
+		// The contexts init and the agent run in show the policy at work
+		// (an agent in spc_t/unconfined_t is expected for a privileged pod).
+		if l, err := selinux.PidLabel(1); err == nil {
+			v += " init=" + l
+		}
+		if l, err := selinux.CurrentLabel(); err == nil {
+			v += " agent=" + l
+		}
 		switch m {
 		case selinux.Enforcing:
 			return selinuxRuntime{Mode: "enforcing", Evidence: evd("opencontainers/selinux", v, "SELinux enforces its policy")}, nil
