@@ -428,3 +428,37 @@ func parseLeaf(t *testing.T, certPEM []byte) *x509.Certificate {
 	}
 	return c
 }
+
+// TestReaderTokenOnPlainLoopback: reader tokens alone, without TLS, on
+// loopback: the token may travel in plaintext there, and is enforced.
+func TestReaderTokenOnPlainLoopback(t *testing.T) {
+	p := newPKI(t)
+	cnt := &counter{n: map[Reason]int{}}
+	a, err := NewAuthenticator(context.Background(), ServerConfig{ReaderTokensFile: p.readers, Refused: cnt.inc}, policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.TLSConfig() != nil {
+		t.Fatal("TLS without a certificate")
+	}
+	srv := grpc.NewServer(a.ServerOptions()...)
+	nodewardv1.RegisterQueryServiceServer(srv, querySvc{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	ctx := context.Background()
+	tok := p.file(t, "reader.token", []byte(p.readerToken+"\n"))
+	name, err := listNodes(ctx, dial(t, ClientConfig{Server: lis.Addr().String(), TokenFile: tok}))
+	if err != nil || name != "alice" {
+		t.Fatalf("reader token: %q, %v", name, err)
+	}
+	if _, err := listNodes(ctx, dial(t, ClientConfig{Server: lis.Addr().String()})); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no token: %v", err)
+	}
+	if cnt.n[ReasonNoCredential] != 1 {
+		t.Errorf("no_credential counted %d times, want 1", cnt.n[ReasonNoCredential])
+	}
+}

@@ -231,3 +231,39 @@ func TestJWKSFileReload(t *testing.T) {
 		t.Error("token of a withdrawn key still accepted")
 	}
 }
+
+// FuzzVerify feeds mutated tokens to the verifier: it must never panic, and
+// whatever it accepts must prove exactly the identity the issuer signed.
+func FuzzVerify(f *testing.F) {
+	rsaKey := authtest.NewRSASigner(f, "rsa-1")
+	ecKey := authtest.NewECSigner(f, "ec-1")
+	path := filepath.Join(f.TempDir(), "jwks.json")
+	authtest.WriteFile(f, path, authtest.JWKS(f, rsaKey, ecKey))
+	ks, err := NewKeySet(context.Background(), JWKSConfig{Source: path}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.Fatal(err)
+	}
+	v, err := NewTokenVerifier(TokenConfig{Issuer: testIssuer}, ks)
+	if err != nil {
+		f.Fatal(err)
+	}
+	c := authtest.AgentClaims(testIssuer, "node-a")
+	c.Expiry = time.Now().Add(23 * time.Hour) // valid for the whole fuzzing run
+	f.Add(rsaKey.Token(f, c))
+	f.Add(ecKey.Token(f, c))
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	want := Identity{Kind: KindAgent, Node: "node-a", Name: "system:serviceaccount:nodeward:agent", Via: "token"}
+	f.Fuzz(func(t *testing.T, tok string) {
+		id, err := v.Verify(context.Background(), tok)
+		if err != nil {
+			var r *Refusal
+			if !errors.As(err, &r) {
+				t.Fatalf("error is not a refusal: %v", err)
+			}
+			return
+		}
+		if id != want {
+			t.Fatalf("accepted %q as %+v", tok, id)
+		}
+	})
+}
