@@ -50,20 +50,22 @@ func TestContainerFromCgroupFixtures(t *testing.T) {
 // TestContainerAttributionLive places processes into cgroups laid out as
 // the kubelet lays them out (a cgroup v1 memory hierarchy with the cgroupfs
 // driver, and cgroup2 with the systemd driver), has them exec, and finds the
-// container and pod on their exec events.
+// container and pod on their exec events. It needs both hierarchies: a
+// hybrid host, as CI's is.
 func TestContainerAttributionLive(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	suffix := fmt.Sprintf("%016x", time.Now().UnixNano())
+	v2, mem := cgroupMount(t, hierV2), cgroupMount(t, hierMemory)
 	cases := []struct {
 		name, base, rel, container, pod string
 	}{
 		{
-			name: "v1-cgroupfs", base: "/sys/fs/cgroup/memory",
+			name: "v1-cgroupfs", base: mem,
 			rel:       "kubepods/burstable/pod5c2d7e1f-8a9b-4c3d-a2e1-f0a9b8c7d6e5/" + strings.Repeat("ab", 24) + suffix,
 			container: strings.Repeat("ab", 24) + suffix, pod: "5c2d7e1f-8a9b-4c3d-a2e1-f0a9b8c7d6e5",
 		},
 		{
-			name: "v2-systemd", base: "/sys/fs/cgroup/unified",
+			name: "v2-systemd", base: v2,
 			rel: "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7e3b2c1a_4f5d_4e6b_9a8c_1d2e3f4a5b6c.slice/cri-containerd-" +
 				strings.Repeat("cd", 24) + suffix + ".scope",
 			container: strings.Repeat("cd", 24) + suffix, pod: "7e3b2c1a-4f5d-4e6b-9a8c-1d2e3f4a5b6c",
@@ -111,7 +113,7 @@ func TestContainerAttributionLive(t *testing.T) {
 					t.Errorf("%s: container %q pod %q path %q, want %q %q %q", tc.name, p.GetContainerId(), p.GetPod().GetUid(),
 						p.GetCgroupPath(), tc.container, tc.pod, "/"+tc.rel)
 				}
-				if tc.base == "/sys/fs/cgroup/unified" {
+				if tc.base == v2 {
 					if id, _ := HostCgroupID(procs[i].cg); p.GetCgroupId() != id {
 						t.Errorf("%s: cgroup id %d, want %d", tc.name, p.GetCgroupId(), id)
 					}

@@ -204,7 +204,7 @@ func New(cfg Config) (*Tracer, error) {
 
 	t.reader, err = ringbuf.NewReader(t.objs.Events)
 	if err != nil {
-		t.Close()
+		_ = t.Close()
 		return nil, fmt.Errorf("%w: ring buffer reader: %w", ErrUnavailable, err)
 	}
 	t.clock = newBootClock()
@@ -234,11 +234,11 @@ func (t *Tracer) Programs() []string { return append([]string(nil), t.programs..
 // Cache is the tracer's process cache.
 func (t *Tracer) Cache() *Cache { return t.cache }
 
-// Close detaches the programs and frees the maps.
+// Close detaches the programs and frees the maps. It may be called again.
 func (t *Tracer) Close() error {
 	var errs []error
 	if t.reader != nil {
-		errs = append(errs, t.reader.Close())
+		errs = append(errs, t.reader.Close()) // idempotent
 	}
 	for _, l := range t.links {
 		errs = append(errs, l.Close())
@@ -254,6 +254,7 @@ func (t *Tracer) Close() error {
 			errs = append(errs, m.Close())
 		}
 	}
+	t.objs = loaded{}
 	return errors.Join(errs...)
 }
 

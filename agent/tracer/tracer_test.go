@@ -282,10 +282,29 @@ func waitFor(t *testing.T, d time.Duration, ok func() bool) {
 	}
 }
 
-// testCgroup makes a cgroup2 directory for a test and returns its path;
+// cgroupMount returns where this host mounts hierarchy h (cgroup2, or the
+// v1 memory controller), or "" if it does not.
+func cgroupMount(t *testing.T, h hierarchy) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := parseCgroupMounts(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m[h]
+}
+
+// testCgroup makes a cgroup directory for a test and returns its path;
 // processes left in it are killed at cleanup.
 func testCgroup(t *testing.T, base, name string) string {
 	t.Helper()
+	if base == "" {
+		testutil.Unavailable(t, "this host does not mount that cgroup hierarchy")
+	}
 	if _, err := os.Stat(base + "/cgroup.procs"); err != nil {
 		testutil.Unavailable(t, "no cgroup hierarchy at "+base)
 	}
@@ -316,7 +335,7 @@ func enterCgroup(t *testing.T, dir string, pid int) {
 func TestLossCountedExactly(t *testing.T) {
 	const n = 3000
 	testutil.RequirePrivileged(t)
-	cg := testCgroup(t, "/sys/fs/cgroup/unified", fmt.Sprintf("nodeward-loss-%d", os.Getpid()))
+	cg := testCgroup(t, cgroupMount(t, hierV2), fmt.Sprintf("nodeward-loss-%d", os.Getpid()))
 	id, err := HostCgroupID(cg)
 	if err != nil {
 		t.Fatal(err)
