@@ -93,8 +93,8 @@ if [[ $(id -u) != 0 ]]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-CGO_ENABLED=0 go build -trimpath -o "$work/nodeward-agent" ./agent
-CGO_ENABLED=0 go build -trimpath -o "$work/portsload" ./bench/portsload
+go build -o "$work/nodeward-agent" ./agent
+go build -o "$work/portsload" ./bench/portsload
 echo "ports: $LISTENERS listeners, $CONNS established loopback connections in $HELPERS helper processes; $(nproc) CPUs, kernel $(uname -r), $(date -u +%F)"
 unshare --pid --fork --mount-proc --net bash "$0" --inner isolated "$work"
 bash "$0" --inner host "$work"

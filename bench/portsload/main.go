@@ -2,18 +2,19 @@
 // connections for bench/ports.sh: it opens -listeners TCP listeners on
 // loopback (alternating 127.0.0.1 and ::1), connects -conns times to its
 // first listener and accepts every connection itself, so it holds both ends
-// of each. It prints "ready" once all are open and holds them until its
-// standard input closes or it is signalled.
+// of each. It prints "ready" once all are open and holds them until it is
+// signalled or its parent dies.
 package main
 
 import (
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -27,6 +28,10 @@ func main() {
 }
 
 func run(listeners, conns int) error {
+	// Never outlive the bench script, however it ends.
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0); err != nil {
+		return fmt.Errorf("parent death signal: %w", err)
+	}
 	if listeners < 1 {
 		return fmt.Errorf("need at least one listener")
 	}
@@ -67,13 +72,8 @@ func run(listeners, conns int) error {
 		held = append(held, c, s)
 	}
 	fmt.Println("ready", os.Getpid(), len(lns), len(held)/2)
-	done := make(chan struct{})
-	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(done) }()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case <-done:
-	case <-sig:
-	}
+	<-sig
 	return nil
 }
