@@ -436,6 +436,10 @@ func (e *evaluator) finish(cfg *Config, o, mo *opts) error {
 	return nil
 }
 
+// maxListen bounds address:port pairs; sshd has no bound, but 256 ports
+// times every ListenAddress line of a hostile file would exhaust memory.
+const maxListen = 4096
+
 func (e *evaluator) listenAddrs(o *opts, family string) (*Setting, error) {
 	s := &Setting{}
 	queue := o.listen
@@ -453,6 +457,9 @@ func (e *evaluator) listenAddrs(o *opts, family string) (*Setting, error) {
 		addrs, err := e.resolve(q.addr, family)
 		if err != nil {
 			return nil, &ConfigError{File: q.src.File, Line: q.src.Line, Msg: err.Error()}
+		}
+		if len(s.Values)+len(ports)*len(addrs) > maxListen {
+			return nil, &ConfigError{File: q.src.File, Line: q.src.Line, Msg: fmt.Sprintf("more than %d listen addresses", maxListen)}
 		}
 		for _, pt := range ports {
 			// sshd prints each getaddrinfo answer list in reverse.

@@ -2,6 +2,7 @@ package sshdconfig
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -78,6 +79,16 @@ func TestHostileInput(t *testing.T) {
 			writeFile(t, root, "etc/ssh/a.conf", strings.Repeat("Include b.conf\n", 200))
 			writeFile(t, root, "etc/ssh/b.conf", strings.Repeat("MaxAuthTries 3\n", 200))
 		}, "configuration lines through Includes"},
+		{"listen address explosion", func(t *testing.T, root string) {
+			var b strings.Builder
+			for i := 1; i <= 256; i++ {
+				fmt.Fprintf(&b, "Port %d\n", 1000+i)
+			}
+			for i := 0; i < 100; i++ {
+				fmt.Fprintf(&b, "ListenAddress 10.0.0.%d\n", i)
+			}
+			writeFile(t, root, "etc/ssh/sshd_config", b.String())
+		}, "more than 4096 listen addresses"},
 		{"absolute symlink pointing outside the root", func(t *testing.T, root string) {
 			writeFile(t, root, "etc/ssh/sshd_config", "Include /etc/ssh/sshd_config.d/*.conf\n")
 			if err := os.MkdirAll(filepath.Join(root, "etc/ssh/sshd_config.d"), 0o755); err != nil {
