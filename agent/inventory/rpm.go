@@ -149,6 +149,9 @@ func rpmString(data []byte, off int32, typ uint32) (string, error) {
 	if typ != rpmTypeString && typ != rpmTypeI18NString && typ != rpmTypeStringArray {
 		return "", fmt.Errorf("type %d where a string was expected", typ)
 	}
+	if off < 0 || int64(off) >= int64(len(data)) {
+		return "", fmt.Errorf("string at offset %d outside the %d-byte data store", off, len(data))
+	}
 	s := data[off:]
 	n := bytes.IndexByte(s, 0)
 	if n < 0 {
@@ -162,7 +165,7 @@ func rpmInt32(data []byte, off int32, typ, count uint32) (uint32, error) {
 	if typ != rpmTypeInt32 {
 		return 0, fmt.Errorf("type %d where INT32 was expected", typ)
 	}
-	if count < 1 || off%4 != 0 || int64(off)+4 > int64(len(data)) {
+	if count < 1 || off < 0 || off%4 != 0 || int64(off)+4 > int64(len(data)) {
 		return 0, fmt.Errorf("INT32 at offset %d (count %d) out of bounds", off, count)
 	}
 	return binary.BigEndian.Uint32(data[off:]), nil

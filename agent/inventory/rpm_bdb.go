@@ -171,8 +171,9 @@ func (f *bdbFile) items(pg []byte, pgno uint32) ([][]byte, error) {
 // page holds hf_offset bytes after its header. The chain may not visit
 // more pages than the file has.
 func (f *bdbFile) overflow(pgno, total uint32, buf []byte) ([]byte, error) {
-	if total > maxRPMHeaderData+(1<<20) {
-		return nil, fmt.Errorf("overflow value of %d bytes is too large", total)
+	// A value cannot be larger than the pages that could hold it.
+	if int64(total) > int64(f.lastPgno)*int64(f.pageSize-bdbPageHeader) || total > maxRPMHeaderData+(1<<20) {
+		return nil, fmt.Errorf("overflow value of %d bytes is larger than the file could hold", total)
 	}
 	out := make([]byte, 0, total)
 	for hops := uint32(0); ; hops++ {
