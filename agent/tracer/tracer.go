@@ -190,6 +190,10 @@ func New(cfg Config) (*Tracer, error) {
 	if t.objs.Exec == nil {
 		var raw rawTPObjects
 		if err := spec.LoadAndAssign(&raw, nil); err != nil {
+			if errors.Is(btfErr, unix.EPERM) && errors.Is(err, unix.EPERM) {
+				return nil, fmt.Errorf("%w: not permitted to load eBPF programs (the agent needs root, or CAP_BPF and CAP_PERFMON): %w",
+					ErrUnavailable, unix.EPERM)
+			}
 			return nil, fmt.Errorf("%w: load programs: tp_btf: %w; raw tracepoints: %w", ErrUnavailable, btfErr, err)
 		}
 		t.objs = loaded(raw)

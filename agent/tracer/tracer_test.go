@@ -3,6 +3,7 @@ package tracer
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -413,5 +414,48 @@ while [ $i -lt %d ]; do /bin/true "f-%s-$i"; i=$((i+1)); done`, n, token))
 			t.Errorf("%s: delivered %d + lost %d (ring buffer) + %d (queue) = %d, want exactly %d",
 				kind, delivered[kind], lostRB[kind], lostQ[kind], got, want)
 		}
+	}
+}
+
+// TestUnprivilegedSaysWhy runs New as nobody, in a child process: it fails
+// with ErrUnavailable and a reason a person can act on.
+func TestUnprivilegedSaysWhy(t *testing.T) {
+	if os.Getenv("NODEWARD_TRACER_CHILD") == "1" {
+		_, err := New(Config{NodeName: "n", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err == nil {
+			fmt.Println("loaded")
+			return
+		}
+		fmt.Printf("unavailable=%v\n%v\n", errors.Is(err, ErrUnavailable), err)
+		return
+	}
+	testutil.RequirePrivileged(t) // to drop privileges, first have them
+	// The test binary's own directory is private to root: copy it where
+	// nobody may run it.
+	dir, err := os.MkdirTemp("", "nodeward-tracer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/tracer.test", bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(dir+"/tracer.test", "-test.run", "^TestUnprivilegedSaysWhy$")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "NODEWARD_TRACER_CHILD=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "unavailable=true") || !strings.Contains(string(out), "not permitted to load eBPF programs") {
+		t.Errorf("unprivileged New said:\n%s", out)
 	}
 }
