@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/nodeward/nodeward/agent/posture/options"
 	"github.com/nodeward/nodeward/agent/source"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 )
@@ -15,8 +16,8 @@ func init() {
 	Register(Check{
 		Name:  "attack-surface",
 		Reads: []string{"facts: packages, node"},
-		Run: func(_ context.Context, _ *source.Env, facts *nodewardv1.Snapshot) []*nodewardv1.Finding {
-			return runAttackSurface(facts, defaultAttackSurfaceOptions())
+		Run: func(_ context.Context, env *source.Env, facts *nodewardv1.Snapshot) []*nodewardv1.Finding {
+			return runAttackSurface(facts, attackSurfaceOptionsFrom(postureOptions(env)))
 		},
 	})
 }
@@ -49,7 +50,15 @@ var defaultUnwanted = func() []unwantedPackage {
 }()
 
 func defaultAttackSurfaceOptions() attackSurfaceOptions {
-	return attackSurfaceOptions{Unwanted: defaultUnwanted}
+	return attackSurfaceOptionsFrom(options.Default())
+}
+
+func attackSurfaceOptionsFrom(p options.Posture) attackSurfaceOptions {
+	o := attackSurfaceOptions{Unwanted: slices.Clone(defaultUnwanted)}
+	for _, n := range p.UnwantedPackages {
+		o.Unwanted = append(o.Unwanted, unwantedPackage{n, "on the site's list"})
+	}
+	return o
 }
 
 // Reference package counts of lean images, from the EKS best-practices

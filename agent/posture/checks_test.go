@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nodeward/nodeward/agent/posture/options"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 )
 
@@ -168,5 +169,43 @@ func TestSSM(t *testing.T) {
 	br := &nodewardv1.Snapshot{Node: &nodewardv1.Node{Os: &nodewardv1.OsRelease{Id: "bottlerocket"}}}
 	if f := runSSM(ctx, rootWith(t, nil), br)[0]; f.GetStatus() != statUnknown || !strings.Contains(evidenceText(f), "control container") {
 		t.Errorf("bottlerocket: %v\n%s", f.GetStatus(), evidenceText(f))
+	}
+}
+
+// Options reach the checks as values: an allow-listed port passes, an
+// extra package fails, thresholds move the verdict, the EC2 lookup is set
+// only when opted in.
+func TestOptionsFlowIntoChecks(t *testing.T) {
+	p := options.Default()
+	port, err := options.ParsePort("tcp/22/sshd")
+	must(t, err)
+	p.AllowPorts = append(p.AllowPorts, port)
+	p.UnwantedPackages = []string{"bash"}
+	p.PatchWarnDays, p.PatchFailDays = 1, 2
+
+	ssh := &nodewardv1.Snapshot{Ports: &nodewardv1.PortInventory{Ports: []*nodewardv1.ListeningPort{
+		{Protocol: nodewardv1.Protocol_PROTOCOL_TCP, Address: "0.0.0.0", Port: 22, Exposure: nodewardv1.Exposure_EXPOSURE_ANY, ProcessName: "sshd", HostNetns: true, Netns: "net:[1]"}}}}
+	if f := runUnusedPorts(ssh, portOptionsFrom(options.Default()))[0]; f.GetStatus() != statFail {
+		t.Errorf("default allow-list: %v", f.GetStatus())
+	}
+	if f := runUnusedPorts(ssh, portOptionsFrom(p))[0]; f.GetStatus() != statPass {
+		t.Errorf("extended allow-list: %v", f.GetStatus())
+	}
+	pk := &nodewardv1.Snapshot{Packages: &nodewardv1.PackageInventory{Packages: []*nodewardv1.Package{debPkg("bash", "5", 5)}}}
+	if f := byID(runAttackSurface(pk, attackSurfaceOptionsFrom(p)))["attack-surface.unwanted-packages"]; f.GetStatus() != statFail {
+		t.Errorf("extended package list: %v", f.GetStatus())
+	}
+	if f := lastPackageChange(pk.GetPackages(), patchOptionsFrom(options.Default(), testNow)); f.GetStatus() != statPass {
+		t.Errorf("5 days, default thresholds: %v", f.GetStatus())
+	}
+	if f := lastPackageChange(pk.GetPackages(), patchOptionsFrom(p, testNow)); f.GetStatus() != statFail || f.GetSeverity() != sevMedium {
+		t.Errorf("5 days, fail at 2: %v %v", f.GetStatus(), f.GetSeverity())
+	}
+	if encryptionOptionsFrom(options.Default()).Lookup != nil {
+		t.Error("EC2 lookup on by default")
+	}
+	p.EC2DescribeVolumes = true
+	if encryptionOptionsFrom(p).Lookup == nil {
+		t.Error("EC2 lookup not set when opted in")
 	}
 }

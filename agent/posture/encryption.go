@@ -15,6 +15,7 @@ import (
 
 	"github.com/nodeward/nodeward/agent/posture/blockdev"
 	"github.com/nodeward/nodeward/agent/posture/ec2"
+	"github.com/nodeward/nodeward/agent/posture/options"
 	"github.com/nodeward/nodeward/agent/source"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 )
@@ -24,7 +25,7 @@ func init() {
 		Name:  "encryption",
 		Reads: []string{"/proc/1/mountinfo", "/sys/dev/block", "/sys/block/*/dm/uuid", "/sys/block/*/device/{serial,model}", "/dev/* (first 4 KiB)"},
 		Run: func(ctx context.Context, env *source.Env, _ *nodewardv1.Snapshot) []*nodewardv1.Finding {
-			return runEncryption(ctx, env, defaultEncryptionOptions())
+			return runEncryption(ctx, env, encryptionOptionsFrom(postureOptions(env)))
 		},
 	})
 }
@@ -54,6 +55,14 @@ func defaultEncryptionOptions() encryptionOptions {
 		Paths:                []string{"/", "/var/lib/kubelet", "/var/lib/containerd"},
 		LookupDisabledReason: "the EC2 DescribeVolumes lookup is not enabled (opt-in)",
 	}
+}
+
+func encryptionOptionsFrom(p options.Posture) encryptionOptions {
+	o := defaultEncryptionOptions()
+	if p.EC2DescribeVolumes {
+		o.Lookup = EC2VolumeLookup(ec2.Options{IMDSEndpoint: p.IMDSEndpoint, EC2Endpoint: p.EC2Endpoint})
+	}
+	return o
 }
 
 const maxMountInfo = 8 << 20

@@ -5,6 +5,8 @@ import (
 	"io/fs"
 
 	"github.com/nodeward/nodeward/agent/hostfs"
+	"github.com/nodeward/nodeward/agent/posture/options"
+	"github.com/nodeward/nodeward/agent/source"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 )
 
@@ -63,4 +65,11 @@ func exists(root *hostfs.Root, name string) (bool, error) {
 		return false, nil
 	}
 	return false, err
+}
+
+// postureOptions is the checks' configuration for env. Until the host
+// environment carries it (proposed: a Posture field in source.Env, filled
+// from the agent's flags), every check runs with the defaults.
+func postureOptions(_ *source.Env) options.Posture {
+	return options.Default()
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nodeward/nodeward/agent/posture/options"
 	"github.com/nodeward/nodeward/agent/source"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 )
@@ -20,7 +21,7 @@ func init() {
 		Name:  "patch-age",
 		Reads: []string{"facts: packages, node", rebootRequiredPath, eksReleasePath},
 		Run: func(_ context.Context, env *source.Env, facts *nodewardv1.Snapshot) []*nodewardv1.Finding {
-			return runPatchAge(env, facts, defaultPatchOptions())
+			return runPatchAge(env, facts, patchOptionsFrom(postureOptions(env), time.Now()))
 		},
 	})
 }
@@ -36,8 +37,10 @@ type patchOptions struct {
 	Now                time.Time
 }
 
-func defaultPatchOptions() patchOptions {
-	return patchOptions{WarnDays: 30, FailDays: 90, Now: time.Now()}
+func defaultPatchOptions() patchOptions { return patchOptionsFrom(options.Default(), time.Now()) }
+
+func patchOptionsFrom(p options.Posture, now time.Time) patchOptions {
+	return patchOptions{WarnDays: p.PatchWarnDays, FailDays: p.PatchFailDays, Now: now}
 }
 
 // ageStatus judges an age against the thresholds: past FailDays fails

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/nodeward/nodeward/agent/posture/options"
 	"github.com/nodeward/nodeward/agent/source"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 )
@@ -13,8 +14,8 @@ func init() {
 	Register(Check{
 		Name:  "unused-ports",
 		Reads: []string{"facts: ports"},
-		Run: func(_ context.Context, _ *source.Env, facts *nodewardv1.Snapshot) []*nodewardv1.Finding {
-			return runUnusedPorts(facts, defaultPortOptions())
+		Run: func(_ context.Context, env *source.Env, facts *nodewardv1.Snapshot) []*nodewardv1.Finding {
+			return runUnusedPorts(facts, portOptionsFrom(postureOptions(env)))
 		},
 	})
 }
@@ -51,6 +52,18 @@ func defaultPortOptions() portOptions {
 		{tcp, 9253, "node-cache", "node-local DNS metrics"},
 		{tcp, 0, "nodeward-agent", "nodeward itself"},
 	}}
+}
+
+func portOptionsFrom(p options.Posture) portOptions {
+	o := defaultPortOptions()
+	for _, a := range p.AllowPorts {
+		proto := nodewardv1.Protocol_PROTOCOL_TCP
+		if a.Protocol == "udp" {
+			proto = nodewardv1.Protocol_PROTOCOL_UDP
+		}
+		o.Allow = append(o.Allow, allowedPort{proto, a.Number, a.Process, "on the site's allow-list"})
+	}
+	return o
 }
 
 func (a allowedPort) matches(p *nodewardv1.ListeningPort) bool {
