@@ -37,8 +37,6 @@ type patchOptions struct {
 	Now                time.Time
 }
 
-func defaultPatchOptions() patchOptions { return patchOptionsFrom(options.Default(), time.Now()) }
-
 func patchOptionsFrom(p options.Posture, now time.Time) patchOptions {
 	return patchOptions{WarnDays: p.PatchWarnDays, FailDays: p.PatchFailDays, Now: now}
 }
