@@ -91,14 +91,14 @@ type Tracker struct {
 	reader *ringbuf.Reader
 	out    chan *nodewardv1.Event
 
-	mu        sync.Mutex
-	conns     map[uint32]*conn // by serving pid
-	byChild   map[uint32]*conn // session child pid -> connection
-	byAudit   map[uint32]*conn // audit session id -> connection
-	byRemote  map[string]*conn // "addr port" -> connection, for log lines
+	mu       sync.Mutex
+	conns    map[uint32]*conn // by serving pid
+	byChild  map[uint32]*conn // session child pid -> connection
+	byAudit  map[uint32]*conn // audit session id -> connection
+	byRemote map[string]*conn // "addr port" -> connection, for log lines
 	// byPid holds session children and the processes found to descend from
 	// them, for nodes (or renamed servers) where PAM sets no login uid.
-	byPid map[uint32]*conn
+	byPid     map[uint32]*conn
 	knownExes map[exeKey]bool
 	lost      uint64
 	execs     chan uint32
@@ -500,7 +500,9 @@ func enrich(dst, logged *nodewardv1.SshEvent) {
 	dst.Detail = logged.GetDetail()
 }
 
-func remoteKey(addr string, port uint32) string { return addr + " " + strconv.FormatUint(uint64(port), 10) }
+func remoteKey(addr string, port uint32) string {
+	return addr + " " + strconv.FormatUint(uint64(port), 10)
+}
 
 func (t *Tracker) execID(pid uint32, startTicks uint64) string {
 	boot := t.cfg.BootID

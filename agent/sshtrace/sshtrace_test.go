@@ -454,4 +454,3 @@ func TestConcurrentSessionsNotMixed(t *testing.T) {
 		}
 	}
 }
-
