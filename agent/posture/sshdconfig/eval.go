@@ -597,7 +597,7 @@ func (e *evaluator) glob(pattern string) ([]string, error) {
 				continue
 			}
 			if !hasMeta(part) {
-				p := path.Join(dir, unescape(part))
+				p := path.Join(dir, part)
 				if last {
 					if e.exists(p) {
 						next = append(next, p)
@@ -616,11 +616,7 @@ func (e *evaluator) glob(pattern string) ([]string, error) {
 				if strings.HasPrefix(n, ".") && !strings.HasPrefix(part, ".") {
 					continue
 				}
-				ok, err := path.Match(part, n)
-				if err != nil {
-					return nil, err
-				}
-				if ok {
+				if globMatch(part, n) {
 					next = append(next, path.Join(dir, n))
 				}
 			}
@@ -647,4 +643,13 @@ func (e *evaluator) exists(p string) bool {
 
 func hasMeta(s string) bool { return strings.ContainsAny(s, `*?[\`) }
 
-func unescape(s string) string { return strings.ReplaceAll(s, `\`, "") }
+// globMatch is fnmatch for one path component: "[!...]" negates like
+// "[^...]", and a malformed bracket matches itself literally, as in glob(3).
+func globMatch(pattern, name string) bool {
+	pattern = strings.ReplaceAll(pattern, "[!", "[^")
+	ok, err := path.Match(pattern, name)
+	if err != nil {
+		return pattern == name
+	}
+	return ok
+}
