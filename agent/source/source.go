@@ -23,6 +23,11 @@ type Env struct {
 	Root *hostfs.Root
 	// Proc is the host's procfs mount, "/proc" with hostPID.
 	Proc string
+	// SSHActivity sums up the SSH sessions the running agent traced; nil
+	// when nothing traces them (report mode, or tracking unavailable).
+	SSHActivity func() *nodewardv1.SshActivity
+	// SSHUnavailable says why SSHActivity is nil, when it is.
+	SSHUnavailable string
 }
 
 // Phase orders sources: every Facts source runs (concurrently) before any

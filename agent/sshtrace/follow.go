@@ -98,6 +98,7 @@ func (t *Tracker) handleLog(l logLine) {
 			return
 		}
 		ev.SessionId = ""
+		t.noteFailure(at)
 		if c != nil {
 			ev.SessionId = c.id
 			ev.SshdPid = c.pid

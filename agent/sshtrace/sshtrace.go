@@ -102,6 +102,8 @@ type Tracker struct {
 	knownExes map[exeKey]bool
 	lost      uint64
 	execs     chan uint32
+	logins    []recentLogin
+	failures  []time.Time
 }
 
 type exeKey struct {
@@ -466,6 +468,7 @@ func (t *Tracker) releaseLogin(c *conn) {
 	if c.login == nil {
 		return
 	}
+	t.noteLogin(c.login, c.loginAt)
 	t.emit(c.login, c.loginAt)
 	c.login = nil
 }

@@ -29,6 +29,7 @@ type lab struct {
 	port    int
 	sshdLog string
 	sshd    *exec.Cmd
+	trk     *Tracker
 
 	mu     sync.Mutex
 	events []*nodewardv1.Event
@@ -134,6 +135,7 @@ LogLevel VERBOSE
 		trk.Close()
 		testutil.Unavailable(t, "exec tracing cannot load here: "+err.Error())
 	}
+	l.trk = trk
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = trk.Run(ctx) })
 	wg.Go(func() {
@@ -193,13 +195,6 @@ func (l *lab) snapshot() []*nodewardv1.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.events)
-}
-
-func (l *lab) unusedSSH(user string, args ...string) error {
-	base := []string{"-p", strconv.Itoa(l.port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-		"-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}
-	cmd := exec.Command("ssh", append(append(base, args...), user+"@127.0.0.1")...)
-	return cmd.Run()
 }
 
 func (l *lab) sshRun(user, key, command string) error {
@@ -382,6 +377,11 @@ func testSessions(t *testing.T, sshdPath string) {
 	evs := l.waitKinds(silentPort, "CONNECTION_ACCEPTED", "CONNECTION_CLOSED")
 	if got := kinds(evs); len(got) != 2 {
 		t.Errorf("silent connect: %v, want accepted and closed only", got)
+	}
+	a := l.trk.Activity()
+	if a.GetLogins() != 1 || a.GetFailedAttempts() != 2 || a.GetPasswordLogins() != 0 || a.GetRootLogins() != 0 ||
+		a.GetLastLoginUser() != "nwssh0" || a.GetLastLoginFrom() != "127.0.0.1" {
+		t.Errorf("activity = %v", a)
 	}
 }
 

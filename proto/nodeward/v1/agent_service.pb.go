@@ -286,13 +286,15 @@ func (x *SourceStatus) GetDurationMicros() uint64 {
 // Snapshot is the node's whole posture at one moment; sent on every
 // (re)connect and whenever its content changes.
 type Snapshot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	CollectedAt   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=collected_at,json=collectedAt,proto3" json:"collected_at,omitempty"`
-	Packages      *PackageInventory      `protobuf:"bytes,3,opt,name=packages,proto3" json:"packages,omitempty"`
-	Ports         *PortInventory         `protobuf:"bytes,4,opt,name=ports,proto3" json:"ports,omitempty"`
-	Findings      []*Finding             `protobuf:"bytes,5,rep,name=findings,proto3" json:"findings,omitempty"`
-	Sources       []*SourceStatus        `protobuf:"bytes,6,rep,name=sources,proto3" json:"sources,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Node        *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	CollectedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=collected_at,json=collectedAt,proto3" json:"collected_at,omitempty"`
+	Packages    *PackageInventory      `protobuf:"bytes,3,opt,name=packages,proto3" json:"packages,omitempty"`
+	Ports       *PortInventory         `protobuf:"bytes,4,opt,name=ports,proto3" json:"ports,omitempty"`
+	Findings    []*Finding             `protobuf:"bytes,5,rep,name=findings,proto3" json:"findings,omitempty"`
+	Sources     []*SourceStatus        `protobuf:"bytes,6,rep,name=sources,proto3" json:"sources,omitempty"`
+	// Interactive access seen by the agent's SSH tracking.
+	SshActivity   *SshActivity `protobuf:"bytes,7,opt,name=ssh_activity,json=sshActivity,proto3" json:"ssh_activity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -369,6 +371,140 @@ func (x *Snapshot) GetSources() []*SourceStatus {
 	return nil
 }
 
+func (x *Snapshot) GetSshActivity() *SshActivity {
+	if x != nil {
+		return x.SshActivity
+	}
+	return nil
+}
+
+// SshActivity sums up the SSH sessions the agent saw in a recent window.
+type SshActivity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the agent cannot track SSH; reason says why.
+	Tracking bool   `protobuf:"varint,1,opt,name=tracking,proto3" json:"tracking,omitempty"`
+	Reason   string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Start of the window the counts cover.
+	Since          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	Logins         uint32                 `protobuf:"varint,4,opt,name=logins,proto3" json:"logins,omitempty"`
+	RootLogins     uint32                 `protobuf:"varint,5,opt,name=root_logins,json=rootLogins,proto3" json:"root_logins,omitempty"`
+	PasswordLogins uint32                 `protobuf:"varint,6,opt,name=password_logins,json=passwordLogins,proto3" json:"password_logins,omitempty"`
+	FailedAttempts uint32                 `protobuf:"varint,7,opt,name=failed_attempts,json=failedAttempts,proto3" json:"failed_attempts,omitempty"`
+	LastLogin      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_login,json=lastLogin,proto3" json:"last_login,omitempty"`
+	LastLoginUser  string                 `protobuf:"bytes,9,opt,name=last_login_user,json=lastLoginUser,proto3" json:"last_login_user,omitempty"`
+	LastLoginFrom  string                 `protobuf:"bytes,10,opt,name=last_login_from,json=lastLoginFrom,proto3" json:"last_login_from,omitempty"`
+	OpenSessions   uint32                 `protobuf:"varint,11,opt,name=open_sessions,json=openSessions,proto3" json:"open_sessions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SshActivity) Reset() {
+	*x = SshActivity{}
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SshActivity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SshActivity) ProtoMessage() {}
+
+func (x *SshActivity) ProtoReflect() protoreflect.Message {
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SshActivity.ProtoReflect.Descriptor instead.
+func (*SshActivity) Descriptor() ([]byte, []int) {
+	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SshActivity) GetTracking() bool {
+	if x != nil {
+		return x.Tracking
+	}
+	return false
+}
+
+func (x *SshActivity) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SshActivity) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *SshActivity) GetLogins() uint32 {
+	if x != nil {
+		return x.Logins
+	}
+	return 0
+}
+
+func (x *SshActivity) GetRootLogins() uint32 {
+	if x != nil {
+		return x.RootLogins
+	}
+	return 0
+}
+
+func (x *SshActivity) GetPasswordLogins() uint32 {
+	if x != nil {
+		return x.PasswordLogins
+	}
+	return 0
+}
+
+func (x *SshActivity) GetFailedAttempts() uint32 {
+	if x != nil {
+		return x.FailedAttempts
+	}
+	return 0
+}
+
+func (x *SshActivity) GetLastLogin() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastLogin
+	}
+	return nil
+}
+
+func (x *SshActivity) GetLastLoginUser() string {
+	if x != nil {
+		return x.LastLoginUser
+	}
+	return ""
+}
+
+func (x *SshActivity) GetLastLoginFrom() string {
+	if x != nil {
+		return x.LastLoginFrom
+	}
+	return ""
+}
+
+func (x *SshActivity) GetOpenSessions() uint32 {
+	if x != nil {
+		return x.OpenSessions
+	}
+	return 0
+}
+
 type EventBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
@@ -378,7 +514,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[4]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +526,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[4]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +539,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{4}
+	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EventBatch) GetEvents() []*Event {
@@ -422,7 +558,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[5]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +570,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[5]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +583,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{5}
+	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
@@ -471,7 +607,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[6]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +619,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[6]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +632,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{6}
+	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConnectResponse) GetPayload() isConnectResponse_Payload {
@@ -567,7 +703,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[7]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +715,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[7]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +728,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{7}
+	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Welcome) GetLastStoredSequence() uint64 {
@@ -620,7 +756,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[8]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +768,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[8]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +781,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{8}
+	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Ack) GetSequence() uint64 {
@@ -673,7 +809,7 @@ type Rescan struct {
 
 func (x *Rescan) Reset() {
 	*x = Rescan{}
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[9]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +821,7 @@ func (x *Rescan) String() string {
 func (*Rescan) ProtoMessage() {}
 
 func (x *Rescan) ProtoReflect() protoreflect.Message {
-	mi := &file_nodeward_v1_agent_service_proto_msgTypes[9]
+	mi := &file_nodeward_v1_agent_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +834,7 @@ func (x *Rescan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rescan.ProtoReflect.Descriptor instead.
 func (*Rescan) Descriptor() ([]byte, []int) {
-	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{9}
+	return file_nodeward_v1_agent_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Rescan) GetSources() []string {
@@ -729,14 +865,30 @@ const file_nodeward_v1_agent_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12'\n" +
-	"\x0fduration_micros\x18\x04 \x01(\x04R\x0edurationMicros\"\xc4\x02\n" +
+	"\x0fduration_micros\x18\x04 \x01(\x04R\x0edurationMicros\"\x81\x03\n" +
 	"\bSnapshot\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.nodeward.v1.NodeR\x04node\x12=\n" +
 	"\fcollected_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vcollectedAt\x129\n" +
 	"\bpackages\x18\x03 \x01(\v2\x1d.nodeward.v1.PackageInventoryR\bpackages\x120\n" +
 	"\x05ports\x18\x04 \x01(\v2\x1a.nodeward.v1.PortInventoryR\x05ports\x120\n" +
 	"\bfindings\x18\x05 \x03(\v2\x14.nodeward.v1.FindingR\bfindings\x123\n" +
-	"\asources\x18\x06 \x03(\v2\x19.nodeward.v1.SourceStatusR\asources\"8\n" +
+	"\asources\x18\x06 \x03(\v2\x19.nodeward.v1.SourceStatusR\asources\x12;\n" +
+	"\fssh_activity\x18\a \x01(\v2\x18.nodeward.v1.SshActivityR\vsshActivity\"\xae\x03\n" +
+	"\vSshActivity\x12\x1a\n" +
+	"\btracking\x18\x01 \x01(\bR\btracking\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
+	"\x06logins\x18\x04 \x01(\rR\x06logins\x12\x1f\n" +
+	"\vroot_logins\x18\x05 \x01(\rR\n" +
+	"rootLogins\x12'\n" +
+	"\x0fpassword_logins\x18\x06 \x01(\rR\x0epasswordLogins\x12'\n" +
+	"\x0ffailed_attempts\x18\a \x01(\rR\x0efailedAttempts\x129\n" +
+	"\n" +
+	"last_login\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tlastLogin\x12&\n" +
+	"\x0flast_login_user\x18\t \x01(\tR\rlastLoginUser\x12&\n" +
+	"\x0flast_login_from\x18\n" +
+	" \x01(\tR\rlastLoginFrom\x12#\n" +
+	"\ropen_sessions\x18\v \x01(\rR\fopenSessions\"8\n" +
 	"\n" +
 	"EventBatch\x12*\n" +
 	"\x06events\x18\x01 \x03(\v2\x12.nodeward.v1.EventR\x06events\";\n" +
@@ -770,48 +922,52 @@ func file_nodeward_v1_agent_service_proto_rawDescGZIP() []byte {
 	return file_nodeward_v1_agent_service_proto_rawDescData
 }
 
-var file_nodeward_v1_agent_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_nodeward_v1_agent_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_nodeward_v1_agent_service_proto_goTypes = []any{
 	(*ConnectRequest)(nil),        // 0: nodeward.v1.ConnectRequest
 	(*Hello)(nil),                 // 1: nodeward.v1.Hello
 	(*SourceStatus)(nil),          // 2: nodeward.v1.SourceStatus
 	(*Snapshot)(nil),              // 3: nodeward.v1.Snapshot
-	(*EventBatch)(nil),            // 4: nodeward.v1.EventBatch
-	(*Heartbeat)(nil),             // 5: nodeward.v1.Heartbeat
-	(*ConnectResponse)(nil),       // 6: nodeward.v1.ConnectResponse
-	(*Welcome)(nil),               // 7: nodeward.v1.Welcome
-	(*Ack)(nil),                   // 8: nodeward.v1.Ack
-	(*Rescan)(nil),                // 9: nodeward.v1.Rescan
-	(*Node)(nil),                  // 10: nodeward.v1.Node
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*PackageInventory)(nil),      // 12: nodeward.v1.PackageInventory
-	(*PortInventory)(nil),         // 13: nodeward.v1.PortInventory
-	(*Finding)(nil),               // 14: nodeward.v1.Finding
-	(*Event)(nil),                 // 15: nodeward.v1.Event
+	(*SshActivity)(nil),           // 4: nodeward.v1.SshActivity
+	(*EventBatch)(nil),            // 5: nodeward.v1.EventBatch
+	(*Heartbeat)(nil),             // 6: nodeward.v1.Heartbeat
+	(*ConnectResponse)(nil),       // 7: nodeward.v1.ConnectResponse
+	(*Welcome)(nil),               // 8: nodeward.v1.Welcome
+	(*Ack)(nil),                   // 9: nodeward.v1.Ack
+	(*Rescan)(nil),                // 10: nodeward.v1.Rescan
+	(*Node)(nil),                  // 11: nodeward.v1.Node
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*PackageInventory)(nil),      // 13: nodeward.v1.PackageInventory
+	(*PortInventory)(nil),         // 14: nodeward.v1.PortInventory
+	(*Finding)(nil),               // 15: nodeward.v1.Finding
+	(*Event)(nil),                 // 16: nodeward.v1.Event
 }
 var file_nodeward_v1_agent_service_proto_depIdxs = []int32{
 	1,  // 0: nodeward.v1.ConnectRequest.hello:type_name -> nodeward.v1.Hello
 	3,  // 1: nodeward.v1.ConnectRequest.snapshot:type_name -> nodeward.v1.Snapshot
-	4,  // 2: nodeward.v1.ConnectRequest.events:type_name -> nodeward.v1.EventBatch
-	5,  // 3: nodeward.v1.ConnectRequest.heartbeat:type_name -> nodeward.v1.Heartbeat
-	10, // 4: nodeward.v1.Snapshot.node:type_name -> nodeward.v1.Node
-	11, // 5: nodeward.v1.Snapshot.collected_at:type_name -> google.protobuf.Timestamp
-	12, // 6: nodeward.v1.Snapshot.packages:type_name -> nodeward.v1.PackageInventory
-	13, // 7: nodeward.v1.Snapshot.ports:type_name -> nodeward.v1.PortInventory
-	14, // 8: nodeward.v1.Snapshot.findings:type_name -> nodeward.v1.Finding
+	5,  // 2: nodeward.v1.ConnectRequest.events:type_name -> nodeward.v1.EventBatch
+	6,  // 3: nodeward.v1.ConnectRequest.heartbeat:type_name -> nodeward.v1.Heartbeat
+	11, // 4: nodeward.v1.Snapshot.node:type_name -> nodeward.v1.Node
+	12, // 5: nodeward.v1.Snapshot.collected_at:type_name -> google.protobuf.Timestamp
+	13, // 6: nodeward.v1.Snapshot.packages:type_name -> nodeward.v1.PackageInventory
+	14, // 7: nodeward.v1.Snapshot.ports:type_name -> nodeward.v1.PortInventory
+	15, // 8: nodeward.v1.Snapshot.findings:type_name -> nodeward.v1.Finding
 	2,  // 9: nodeward.v1.Snapshot.sources:type_name -> nodeward.v1.SourceStatus
-	15, // 10: nodeward.v1.EventBatch.events:type_name -> nodeward.v1.Event
-	11, // 11: nodeward.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	7,  // 12: nodeward.v1.ConnectResponse.welcome:type_name -> nodeward.v1.Welcome
-	8,  // 13: nodeward.v1.ConnectResponse.ack:type_name -> nodeward.v1.Ack
-	9,  // 14: nodeward.v1.ConnectResponse.rescan:type_name -> nodeward.v1.Rescan
-	0,  // 15: nodeward.v1.AgentService.Connect:input_type -> nodeward.v1.ConnectRequest
-	6,  // 16: nodeward.v1.AgentService.Connect:output_type -> nodeward.v1.ConnectResponse
-	16, // [16:17] is the sub-list for method output_type
-	15, // [15:16] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	4,  // 10: nodeward.v1.Snapshot.ssh_activity:type_name -> nodeward.v1.SshActivity
+	12, // 11: nodeward.v1.SshActivity.since:type_name -> google.protobuf.Timestamp
+	12, // 12: nodeward.v1.SshActivity.last_login:type_name -> google.protobuf.Timestamp
+	16, // 13: nodeward.v1.EventBatch.events:type_name -> nodeward.v1.Event
+	12, // 14: nodeward.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	8,  // 15: nodeward.v1.ConnectResponse.welcome:type_name -> nodeward.v1.Welcome
+	9,  // 16: nodeward.v1.ConnectResponse.ack:type_name -> nodeward.v1.Ack
+	10, // 17: nodeward.v1.ConnectResponse.rescan:type_name -> nodeward.v1.Rescan
+	0,  // 18: nodeward.v1.AgentService.Connect:input_type -> nodeward.v1.ConnectRequest
+	7,  // 19: nodeward.v1.AgentService.Connect:output_type -> nodeward.v1.ConnectResponse
+	19, // [19:20] is the sub-list for method output_type
+	18, // [18:19] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_nodeward_v1_agent_service_proto_init() }
@@ -829,7 +985,7 @@ func file_nodeward_v1_agent_service_proto_init() {
 		(*ConnectRequest_Events)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 	}
-	file_nodeward_v1_agent_service_proto_msgTypes[6].OneofWrappers = []any{
+	file_nodeward_v1_agent_service_proto_msgTypes[7].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Ack)(nil),
 		(*ConnectResponse_Rescan)(nil),
@@ -840,7 +996,7 @@ func file_nodeward_v1_agent_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nodeward_v1_agent_service_proto_rawDesc), len(file_nodeward_v1_agent_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
