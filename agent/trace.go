@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ type traceOptions struct {
 	redact      []string
 	redactFlags []string
 	logLevel    string
+	cpuProfile  string
 }
 
 func traceCmd() *cobra.Command {
@@ -55,6 +57,8 @@ node could not keep up with are never dropped silently: a "loss" line says how m
 	f.StringArrayVar(&o.redact, "redact", nil, "extra argv pattern to mask (regexp; its first group, or the match, is masked); repeatable")
 	f.StringArrayVar(&o.redactFlags, "redact-flag", nil, "extra flag whose next argument is masked; repeatable")
 	f.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
+	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the tracer to this file")
+	_ = f.MarkHidden("cpu-profile")
 	return c
 }
 
@@ -84,6 +88,17 @@ func runTrace(ctx context.Context, stdout io.Writer, o *traceOptions) error {
 	red, err := newRedactor(o.redact, o.redactFlags)
 	if err != nil {
 		return err
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	tr, err := tracer.New(tracer.Config{
 		NodeName:        o.nodeName,

@@ -4,7 +4,6 @@ import (
 	"math/bits"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -164,23 +163,33 @@ func (e *jsonEnc) ts(k string, t *timestamppb.Timestamp) {
 	e.b = append(e.b, 'Z', '"')
 }
 
-// secondsCache keeps the last second formatted: events come in bursts
-// within the same second, and time formatting is the dearest part of a
-// timestamp.
-var secondsCache atomic.Pointer[formattedSecond]
-
-type formattedSecond struct {
-	sec int64
-	s   string
-}
-
+// appendSeconds writes sec (Unix seconds, UTC) as 2006-01-02T15:04:05,
+// by arithmetic: time.Format is the dearest part of an event otherwise.
 func appendSeconds(b []byte, sec int64) []byte {
-	if c := secondsCache.Load(); c != nil && c.sec == sec {
-		return append(b, c.s...)
+	if sec < 0 || sec > 253402300799 { // outside years 1970-9999: rare, let time do it
+		return time.Unix(sec, 0).UTC().AppendFormat(b, "2006-01-02T15:04:05")
 	}
-	s := time.Unix(sec, 0).UTC().Format("2006-01-02T15:04:05")
-	secondsCache.Store(&formattedSecond{sec, s})
-	return append(b, s...)
+	days, rem := sec/86400, sec%86400
+	// Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+	z := days + 719468
+	era := z / 146097
+	doe := z - era*146097
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
+	y := yoe + era*400
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	d := doy - (153*mp+2)/5 + 1
+	m := mp + 3
+	if m > 12 {
+		m -= 12
+	}
+	if m <= 2 {
+		y++
+	}
+	b = append(b, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-')
+	b = append(b, byte('0'+m/10), byte('0'+m%10), '-', byte('0'+d/10), byte('0'+d%10), 'T')
+	h, mi, se := rem/3600, rem/60%60, rem%60
+	return append(b, byte('0'+h/10), byte('0'+h%10), ':', byte('0'+mi/10), byte('0'+mi%10), ':', byte('0'+se/10), byte('0'+se%10))
 }
 
 // dur writes a Duration as protojson does: seconds, 0/3/6/9 digits, "s".

@@ -87,3 +87,18 @@ func FuzzAppendJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestAppendSeconds(t *testing.T) {
+	for _, sec := range []int64{0, 59, 86399, 86400, 951782400, 951868800, 1709164800, 1795000000, 4102444800, 253402300799, 253402300800, -1} {
+		want := time.Unix(sec, 0).UTC().Format("2006-01-02T15:04:05")
+		if got := string(appendSeconds(nil, sec)); got != want {
+			t.Errorf("appendSeconds(%d) = %s, want %s", sec, got, want)
+		}
+	}
+	for sec := int64(0); sec < 5e9; sec += 86400*37 + 3599 {
+		want := time.Unix(sec, 0).UTC().Format("2006-01-02T15:04:05")
+		if got := string(appendSeconds(nil, sec)); got != want {
+			t.Fatalf("appendSeconds(%d) = %s, want %s", sec, got, want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package tracer
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -14,10 +15,15 @@ const Mask = "****"
 // capture group (or, without one, the whole match) is masked. A flag in
 // SecretFlags masks the argument after it ("--password hunter2").
 type Redactor struct {
-	values []*regexp.Regexp
+	values []valuePattern
 	flags  map[string]bool
-	// prefilter skips arguments the default patterns cannot match.
-	prefilter bool
+}
+
+type valuePattern struct {
+	re *regexp.Regexp
+	// cheap: a default pattern, which cannot match an argument without '=',
+	// ':' or a space, so most arguments skip it.
+	cheap bool
 }
 
 // DefaultValuePatterns mask the usual ways secrets end up on command lines:
@@ -46,7 +52,7 @@ func NewRedactor(valuePatterns, secretFlags []string) (*Redactor, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redaction pattern %q: %w", p, err)
 		}
-		r.values = append(r.values, re)
+		r.values = append(r.values, valuePattern{re: re, cheap: slices.Contains(DefaultValuePatterns, p)})
 	}
 	for _, f := range secretFlags {
 		r.flags[f] = true
@@ -60,7 +66,6 @@ func DefaultRedactor() *Redactor {
 	if err != nil {
 		panic(err) // the defaults are constants
 	}
-	r.prefilter = true
 	return r
 }
 
@@ -83,7 +88,7 @@ func (r *Redactor) Args(args []string) []string {
 			set(i, Mask)
 			continue
 		}
-		if i == 0 || !r.mayMatch(a) {
+		if i == 0 {
 			continue
 		}
 		if v, ok := r.value(a); ok {
@@ -96,16 +101,15 @@ func (r *Redactor) Args(args []string) []string {
 	return out
 }
 
-// mayMatch is a cheap filter: every default pattern needs '=', ':' or a
-// space, so most arguments skip the regular expressions.
-func (r *Redactor) mayMatch(a string) bool {
-	return !r.prefilter || strings.ContainsAny(a, "=: ")
-}
-
 func (r *Redactor) value(a string) (string, bool) {
 	changed := false
-	for _, re := range r.values {
-		m := re.FindStringSubmatchIndex(a)
+	// Every default pattern needs '=', ':' or a space.
+	skipCheap := !strings.ContainsAny(a, "=: ")
+	for _, v := range r.values {
+		if v.cheap && skipCheap {
+			continue
+		}
+		m := v.re.FindStringSubmatchIndex(a)
 		if m == nil {
 			continue
 		}
