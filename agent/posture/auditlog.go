@@ -82,7 +82,11 @@ func auditd(ctx context.Context, env *source.Env) *nodewardv1.Finding {
 		f.Evidence = append(f.Evidence, evd("decision", "", "auditd is not installed"))
 	case s.runningKnown && !s.running:
 		f.Status = statFail
-		f.Evidence = append(f.Evidence, evd("decision", "", "auditd is installed but not running"))
+		reason := "auditd is installed but not running"
+		if s.masked {
+			reason = "auditd is masked: systemd will not start it"
+		}
+		f.Evidence = append(f.Evidence, evd("decision", "", reason))
 	default:
 		f.Status = statUnknown
 		f.Evidence = append(f.Evidence, evd("decision", "", "whether auditd runs cannot be told without systemd or the host's /proc"))

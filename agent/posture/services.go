@@ -10,7 +10,7 @@ import (
 
 // serviceState is what systemd and /proc say of one daemon.
 type serviceState struct {
-	installed, running, enabled bool
+	installed, running, enabled, masked bool
 	// runningKnown: running is an answer, from D-Bus or a live host /proc.
 	runningKnown bool
 	evidence     []*nodewardv1.Evidence
@@ -34,6 +34,7 @@ func readService(ctx context.Context, env *source.Env, units, comms []string) se
 		s.installed = true
 		s.running = s.running || u.Active()
 		s.enabled = s.enabled || u.Enabled()
+		s.masked = s.masked || u.Masked()
 		s.evidence = append(s.evidence, evd("systemd "+u.Via+": "+u.Name, u.String(), ""))
 	}
 	if busErr == nil {

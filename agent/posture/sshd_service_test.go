@@ -16,6 +16,7 @@ import (
 	"github.com/nodeward/nodeward/agent/source"
 	"github.com/nodeward/nodeward/internal/testutil"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // bootSystemd boots a throw-away systemd with systemd-nspawn on an overlay
@@ -192,6 +193,49 @@ func TestSSHDServiceRealSystemd(t *testing.T) {
 				t.Errorf("%s: D-Bus was not used: %v", st.name, e)
 			}
 		}
+	}
+}
+
+// TestReportOverRealSystemd runs the agent binary with the container's
+// root as the host root: every service check must get its unit state from
+// the container's systemd over D-Bus, the container's own systemctl being
+// the oracle.
+func TestReportOverRealSystemd(t *testing.T) {
+	if _, err := os.Stat("/lib/systemd/system/ssh.service"); err != nil {
+		testutil.Unavailable(t, "openssh-server (ssh.service) not installed on this machine")
+	}
+	bin := testutil.BuildBinary(t, "./agent", "nodeward-agent")
+	leader := bootSystemd(t)
+	root := "/proc/" + strconv.Itoa(leader) + "/root"
+	out, err := exec.Command(bin, "report", "--root", root, "--proc", t.TempDir(), "--only", "os,posture", "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	var snap nodewardv1.Snapshot
+	must(t, protojson.Unmarshal(out, &snap))
+	got := byID(snap.GetFindings())
+	for id, unit := range map[string]string{"ssh.service-enabled": "ssh.service", "audit.auditd": "auditd.service", "ssm.agent": "amazon-ssm-agent.service"} {
+		f := got[id]
+		if f == nil {
+			t.Fatalf("no %s finding", id)
+		}
+		ev := evidenceText(f)
+		t.Logf("%s %v:\n%s", id, f.GetStatus(), ev)
+		if strings.Contains(ev, "not reachable over D-Bus") {
+			t.Errorf("%s: D-Bus not used:\n%s", id, ev)
+		}
+		want := systemctlShow(t, leader, unit)
+		if want.LoadState != "not-found" && !strings.Contains(ev, "systemd dbus: "+want.Name+" | "+want.String()) {
+			t.Errorf("%s: evidence lacks systemctl's %s %s:\n%s", id, want.Name, want, ev)
+		}
+	}
+	// As booted, sshd runs in the container: the check must fail.
+	if st := got["ssh.service-enabled"].GetStatus(); st != statFail {
+		t.Errorf("ssh.service-enabled: %v", st)
+	}
+	// auditd is masked at boot: installed, not running.
+	if st := got["audit.auditd"].GetStatus(); st != statFail {
+		t.Errorf("audit.auditd: %v\n%s", st, evidenceText(got["audit.auditd"]))
 	}
 }
 

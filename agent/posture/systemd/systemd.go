@@ -125,7 +125,13 @@ func Query(ctx context.Context, root *hostfs.Root, units []string) ([]Unit, erro
 		return nil, fmt.Errorf("systemd ListUnitsByNames: %w", err)
 	}
 	out := make([]Unit, 0, len(units))
+	seen := map[string]bool{}
 	for _, s := range statuses {
+		// An alias (Debian's sshd.service) answers with its unit's name.
+		if seen[s.Name] {
+			continue
+		}
+		seen[s.Name] = true
 		u := Unit{Name: s.Name, LoadState: s.LoadState, ActiveState: s.ActiveState, SubState: s.SubState, Via: "dbus"}
 		if s.LoadState != "not-found" {
 			p, err := conn.GetUnitPropertyContext(ctx, s.Name, "UnitFileState")
