@@ -92,6 +92,29 @@ type Tracer struct {
 	queueLost [numKinds]atomic.Uint64
 	delivered [numKinds]atomic.Uint64
 	runOnce   sync.Once
+
+	// closeMu orders closing the reader after any AvailableBytes call,
+	// which must not run on a closed reader.
+	closeMu sync.RWMutex
+	closed  bool
+}
+
+// available is the number of bytes waiting in the ring buffer; false once
+// the reader is closed.
+func (t *Tracer) available() (int, bool) {
+	t.closeMu.RLock()
+	defer t.closeMu.RUnlock()
+	if t.closed {
+		return 0, false
+	}
+	return t.reader.AvailableBytes(), true
+}
+
+func (t *Tracer) closeReader() error {
+	t.closeMu.Lock()
+	t.closed = true
+	t.closeMu.Unlock()
+	return t.reader.Close() // idempotent
 }
 
 // loaded is what the loader asks the kernel for: the maps and one set of
@@ -242,7 +265,7 @@ func (t *Tracer) Cache() *Cache { return t.cache }
 func (t *Tracer) Close() error {
 	var errs []error
 	if t.reader != nil {
-		errs = append(errs, t.reader.Close()) // idempotent
+		errs = append(errs, t.closeReader())
 	}
 	for _, l := range t.links {
 		errs = append(errs, l.Close())
@@ -313,7 +336,7 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 	queue := make(chan [][]byte, max(1, t.cfg.QueueLen/batchLen))
 	readDone := make(chan error, 1)
 	go func() { readDone <- t.read(queue, batchLen) }()
-	stop := context.AfterFunc(ctx, func() { _ = t.reader.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = t.closeReader() })
 	defer stop()
 
 	h := handler{t: t, emit: emit}
@@ -348,15 +371,27 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 
 // read moves records from the ring buffer into queue, in batches of what
 // the ring buffer holds (at most batchLen), so a storm costs one hand-over
-// per batch. A full queue drops the batch and counts its records by kind.
+// per batch. When the queue is full the reader waits while the ring buffer
+// is less than half full (it holds the events meanwhile, and costs no agent
+// memory); past that it drops the batch, counting its records by kind, so
+// that the kernel can keep taking the newest events.
 func (t *Tracer) read(queue chan<- [][]byte, batchLen int) error {
 	defer close(queue)
 	var rec ringbuf.Record
 	batch := getBatch(batchLen)
+	half := int(t.cfg.RingBufferBytes / 2)
 	send := func() {
-		select {
-		case queue <- batch:
-		default:
+		for {
+			select {
+			case queue <- batch:
+				batch = getBatch(batchLen)
+				return
+			default:
+			}
+			if n, ok := t.available(); ok && n < half {
+				time.Sleep(time.Millisecond)
+				continue
+			}
 			for _, b := range batch {
 				if k := int(b[0]); k > 0 && k < numKinds {
 					t.queueLost[k].Add(1)
@@ -364,11 +399,12 @@ func (t *Tracer) read(queue chan<- [][]byte, batchLen int) error {
 				releaseRecord(b)
 			}
 			releaseBatch(batch)
+			batch = getBatch(batchLen)
+			return
 		}
-		batch = getBatch(batchLen)
 	}
 	for {
-		if len(batch) > 0 && (len(batch) == batchLen || t.reader.AvailableBytes() == 0) {
+		if n, ok := t.available(); len(batch) > 0 && (len(batch) == batchLen || n == 0 || !ok) {
 			send()
 		}
 		t.reader.SetDeadline(time.Now().Add(t.cfg.PollInterval))
