@@ -186,7 +186,10 @@ func sshdCfgEvaluate(env *source.Env) (*sshdconfig.Config, nodewardv1.FindingSta
 	if perr != nil {
 		return nil, statUnknown, "cannot tell sshd's defaults: " + perr.Error()
 	}
-	cfg, err := sshdconfig.Evaluate(env.Root, prof, nil)
+	// The connection sshd -T assumes without -C: it matches no Match block
+	// but "Match All". Unlike sshd -T, a Match LocalPort block is not an
+	// error here: it simply does not match.
+	cfg, err := sshdconfig.Evaluate(env.Root, prof, &sshdconfig.ConnInfo{LPort: sshdconfig.NoLocalPort})
 	var ce *sshdconfig.ConfigError
 	switch {
 	case errors.As(err, &ce):

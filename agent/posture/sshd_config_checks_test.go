@@ -153,6 +153,22 @@ func TestSSHDConfigChecksMatchLoosens(t *testing.T) {
 	}
 }
 
+// TestSSHDConfigChecksLocalPortBlock: sshd -T without lport refuses a
+// Match LocalPort block, but sshd itself runs with it; the checks judge
+// the main section and name the block if it loosens.
+func TestSSHDConfigChecksLocalPortBlock(t *testing.T) {
+	root := sshdCfgRoot(t, map[string]string{
+		"etc/ssh/sshd_config": "PasswordAuthentication no\nPort 22\nPort 2222\nMatch LocalPort 2222\n\tPasswordAuthentication yes\n",
+	})
+	got := runSSHDConfigOn(t, root)
+	wantStatuses(t, got, map[string]nodewardv1.FindingStatus{
+		"ssh.password-authentication": statPass, "ssh.match-loosens": statFail,
+	})
+	if title := got["ssh.match-loosens"].GetTitle(); !strings.Contains(title, "Match LocalPort 2222 (/etc/ssh/sshd_config:4)") {
+		t.Errorf("title = %q", title)
+	}
+}
+
 func TestSSHDConfigChecksUnhappy(t *testing.T) {
 	for _, tc := range []struct {
 		name  string

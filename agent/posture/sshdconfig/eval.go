@@ -27,9 +27,14 @@ const (
 // nil field was not given.
 type ConnInfo struct {
 	User, Host, Addr, LAddr, RDomain *string
-	// LPort is the local port, 0 when not given.
+	// LPort is the local port: 0 when not given, which makes a Match
+	// LocalPort block an error as in sshd -T, or NoLocalPort, which makes
+	// it match nothing, like the other criteria when their field is nil.
 	LPort int
 }
+
+// NoLocalPort is a ConnInfo.LPort that Match LocalPort never matches.
+const NoLocalPort = -1
 
 // ParseConnSpec parses "user=U,host=H,addr=A,laddr=L,lport=P[,rdomain=R]"
 // as sshd -C does; it stops at an empty element like sshd.
@@ -536,7 +541,7 @@ func (e *evaluator) matchLine(cond string, ci *ConnInfo) (int, bool, error) {
 			if port == -1 {
 				return -1, true, fmt.Errorf("invalid LocalPort '%s' on Match line", arg)
 			}
-			if ci == nil {
+			if ci == nil || ci.LPort == NoLocalPort {
 				result = 0
 				continue
 			}
