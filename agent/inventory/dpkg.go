@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/nodeward/nodeward/agent/hostfs"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -35,8 +37,19 @@ type dpkgRecord struct {
 	multiArchSame bool
 }
 
-// dpkgSpace is what dpkg trims around values (C isspace, newline aside).
-const dpkgSpace = " \t\r\v\f"
+// trimDpkgSpace trims what dpkg trims after a value: C isspace, the
+// newline aside.
+func trimDpkgSpace(v []byte) []byte {
+	for len(v) > 0 {
+		switch v[len(v)-1] {
+		case ' ', '\t', '\r', '\v', '\f':
+			v = v[:len(v)-1]
+		default:
+			return v
+		}
+	}
+	return v
+}
 
 // dpkgField is one field of a stanza, as slices of the file.
 type dpkgField struct {
@@ -113,7 +126,7 @@ func parseDpkgStatusBytes(b []byte) ([]dpkgRecord, error) {
 				return nil, fmt.Errorf("line %d: empty field name", lineNo)
 			}
 			last := &fields[len(fields)-1]
-			last.value = bytes.TrimRight(b[last.valueStart:end], dpkgSpace)
+			last.value = trimDpkgSpace(b[last.valueStart:end])
 		default:
 			colon := bytes.IndexByte(line, ':')
 			if colon < 0 {
@@ -124,7 +137,7 @@ func parseDpkgStatusBytes(b []byte) ([]dpkgRecord, error) {
 				return nil, fmt.Errorf("line %d: empty field name", lineNo)
 			}
 			for _, f := range fields {
-				if bytes.EqualFold(f.name, name) {
+				if len(f.name) == len(name) && asciiEqualFold(f.name, string(name)) {
 					return nil, fmt.Errorf("line %d: duplicate value for %q field", lineNo, string(name))
 				}
 			}
@@ -135,7 +148,7 @@ func parseDpkgStatusBytes(b []byte) ([]dpkgRecord, error) {
 			for vs < end && (b[vs] == ' ' || b[vs] == '\t') {
 				vs++
 			}
-			fields = append(fields, dpkgField{name: name, value: bytes.TrimRight(b[vs:end], dpkgSpace), valueStart: vs})
+			fields = append(fields, dpkgField{name: name, value: trimDpkgSpace(b[vs:end]), valueStart: vs})
 		}
 	}
 	if err := flush(); err != nil {
@@ -170,16 +183,6 @@ func addDpkgInstance(out *[]dpkgRecord, byName map[string][]int, rec dpkgRecord)
 	return nil
 }
 
-// dpkgValue returns the value of a field of the stanza.
-func dpkgValue(fields []dpkgField, name string) (string, bool) {
-	for _, f := range fields {
-		if asciiEqualFold(f.name, name) {
-			return string(f.value), true
-		}
-	}
-	return "", false
-}
-
 func asciiEqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
@@ -195,8 +198,41 @@ func asciiEqualFold(b []byte, s string) bool {
 	return true
 }
 
-func dpkgRecordFrom(f []dpkgField) (dpkgRecord, error) {
-	name, ok := dpkgValue(f, "Package")
+// dpkgStanza holds the fields of one stanza the inventory reads, found in
+// one pass over the stanza.
+type dpkgStanza struct {
+	pkg, status, version, arch, source, multiArch, trigPending, trigAwaited string
+	hasPkg, hasStatus, hasVersion                                           bool
+}
+
+func dpkgStanzaOf(fields []dpkgField) dpkgStanza {
+	var s dpkgStanza
+	for _, f := range fields {
+		switch {
+		case asciiEqualFold(f.name, "Package"):
+			s.pkg, s.hasPkg = string(f.value), true
+		case asciiEqualFold(f.name, "Status"):
+			s.status, s.hasStatus = string(f.value), true
+		case asciiEqualFold(f.name, "Version"):
+			s.version, s.hasVersion = string(f.value), true
+		case asciiEqualFold(f.name, "Architecture"):
+			s.arch = string(f.value)
+		case asciiEqualFold(f.name, "Source"):
+			s.source = string(f.value)
+		case asciiEqualFold(f.name, "Multi-Arch"):
+			s.multiArch = string(f.value)
+		case asciiEqualFold(f.name, "Triggers-Pending"):
+			s.trigPending = string(f.value)
+		case asciiEqualFold(f.name, "Triggers-Awaited"):
+			s.trigAwaited = string(f.value)
+		}
+	}
+	return s
+}
+
+func dpkgRecordFrom(fields []dpkgField) (dpkgRecord, error) {
+	f := dpkgStanzaOf(fields)
+	name, ok := f.pkg, f.hasPkg
 	if !ok {
 		return dpkgRecord{}, errors.New("missing Package field")
 	}
@@ -205,15 +241,14 @@ func dpkgRecordFrom(f []dpkgField) (dpkgRecord, error) {
 	if name == "" || !isAlnum(name[0]) || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-+.") != "" {
 		return dpkgRecord{}, fmt.Errorf("invalid package name %q", name)
 	}
-	arch, _ := dpkgValue(f, "Architecture")
 	p := &nodewardv1.Package{
 		Name:    name,
-		Arch:    arch,
+		Arch:    f.arch,
 		Manager: nodewardv1.PackageManager_PACKAGE_MANAGER_DPKG,
 	}
 	rec := dpkgRecord{pkg: p, want: "unknown"}
 	p.State = "not-installed"
-	if st, ok := dpkgValue(f, "Status"); ok {
+	if st, ok := f.status, f.hasStatus; ok {
 		words := strings.Fields(st)
 		if len(words) != 3 {
 			return rec, fmt.Errorf("package %s: Status %q: want three words", name, st)
@@ -223,7 +258,7 @@ func dpkgRecordFrom(f []dpkgField) (dpkgRecord, error) {
 		}
 		rec.want, p.State = words[0], words[2]
 	}
-	if v, ok := dpkgValue(f, "Version"); ok {
+	if v, ok := f.version, f.hasVersion; ok {
 		dv, err := parseDpkgVersion(v)
 		if err != nil {
 			return rec, fmt.Errorf("package %s: Version %q: %w", name, v, err)
@@ -236,17 +271,15 @@ func dpkgRecordFrom(f []dpkgField) (dpkgRecord, error) {
 	} else if p.State != "not-installed" && p.State != "half-installed" {
 		return rec, fmt.Errorf("package %s: missing Version field", name)
 	}
-	if err := checkDpkgTriggers(f, p.State); err != nil {
+	if err := checkDpkgTriggers(f.trigPending, f.trigAwaited, p.State); err != nil {
 		return rec, fmt.Errorf("package %s: %w", name, err)
 	}
 	// ${source:Package} and ${source:Version}: the Source field's name and
 	// parenthesised version, defaulting to the binary package's own.
 	p.SourceName = name
 	p.SourceVersion = p.Version
-	if ma, _ := dpkgValue(f, "Multi-Arch"); ma == "same" {
-		rec.multiArchSame = true
-	}
-	if src, _ := dpkgValue(f, "Source"); src != "" {
+	rec.multiArchSame = f.multiArch == "same"
+	if src := f.source; src != "" {
 		p.SourceName, _, _ = strings.Cut(src, " ")
 		if _, rest, ok := strings.Cut(src, "("); ok {
 			v, _, _ := strings.Cut(rest, ")")
@@ -260,9 +293,7 @@ func dpkgRecordFrom(f []dpkgField) (dpkgRecord, error) {
 // status: pending triggers only in triggers-pending or -awaited, awaited
 // ones only between half-installed and triggers-awaited, and those two
 // states only with their field.
-func checkDpkgTriggers(f []dpkgField, state string) error {
-	pending, _ := dpkgValue(f, "Triggers-Pending")
-	awaited, _ := dpkgValue(f, "Triggers-Awaited")
+func checkDpkgTriggers(pending, awaited, state string) error {
 	switch {
 	case pending != "" && state != "triggers-pending" && state != "triggers-awaited":
 		return fmt.Errorf("package has status %s but triggers are pending", state)
@@ -343,7 +374,7 @@ func (v dpkgVersion) String() string {
 // not in state not-installed. Install times come from the info files'
 // mtimes, else from dpkg.log.
 func readDpkg(root *hostfs.Root) ([]*nodewardv1.Package, error) {
-	b, err := root.ReadFile(dpkgStatusPath, maxDpkgStatus)
+	b, err := readWhole(root, dpkgStatusPath, maxDpkgStatus)
 	if err != nil {
 		return nil, err
 	}
@@ -367,6 +398,41 @@ func readDpkg(root *hostfs.Root) ([]*nodewardv1.Package, error) {
 		pkgs[i] = r.pkg
 	}
 	return pkgs, nil
+}
+
+// readWhole reads a regular file through the host root into a buffer
+// sized by its length, in one read where the kernel allows.
+func readWhole(root *hostfs.Root, name string, max int64) ([]byte, error) {
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if fi.Size() > max {
+		return nil, fmt.Errorf("%s: %w of %d bytes", name, hostfs.ErrTooLarge, max)
+	}
+	// One byte more than the size shows a file that grew meanwhile.
+	b := make([]byte, 0, fi.Size()+1)
+	for {
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if errors.Is(err, io.EOF) || (err == nil && n == 0) {
+			return b, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if len(b) == cap(b) {
+			if int64(len(b)) > max {
+				return nil, fmt.Errorf("%s: %w of %d bytes", name, hostfs.ErrTooLarge, max)
+			}
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // applyDpkgUpdates overlays the numbered journal files dpkg leaves in
@@ -421,6 +487,10 @@ func applyDpkgUpdates(root *hostfs.Root, recs []dpkgRecord) ([]dpkgRecord, error
 // unpack; packages without one fall back to their last "status installed"
 // line in dpkg.log. Missing evidence leaves the time unset.
 func dpkgInstallTimes(root *hostfs.Root, recs []dpkgRecord) {
+	info, err := openInfoDir(root)
+	if err == nil {
+		defer info.Close()
+	}
 	var missing []*nodewardv1.Package
 	for _, r := range recs {
 		p := r.pkg
@@ -430,19 +500,21 @@ func dpkgInstallTimes(root *hostfs.Root, recs []dpkgRecord) {
 		}
 		// dpkg names the files NAME:ARCH.* for Multi-Arch: same packages,
 		// NAME.* otherwise; the other name is tried only if that fails.
-		names := []string{p.Name + ".list", p.Name + ":" + p.Arch + ".list"}
+		names := [2]string{p.Name + ".list", p.Name + ":" + p.Arch + ".list"}
 		if r.multiArchSame {
 			names[0], names[1] = names[1], names[0]
 		}
-		var fi fs.FileInfo
-		err := fs.ErrNotExist
+		var (
+			mtime time.Time
+			found bool
+		)
 		for _, n := range names {
-			if fi, err = root.Stat(dpkgInfoDir + "/" + n); err == nil {
+			if mtime, found = info.mtime(root, n); found {
 				break
 			}
 		}
-		if err == nil && fi.Mode().IsRegular() {
-			p.InstallTime = timestamppb.New(fi.ModTime())
+		if found {
+			p.InstallTime = timestamppb.New(mtime)
 			p.InstallTimeSource = nodewardv1.InstallTimeSource_INSTALL_TIME_SOURCE_DPKG_INFO_MTIME
 			continue
 		}
@@ -465,6 +537,60 @@ func dpkgInstallTimes(root *hostfs.Root, recs []dpkgRecord) {
 			p.InstallTime = timestamppb.New(t)
 			p.InstallTimeSource = nodewardv1.InstallTimeSource_INSTALL_TIME_SOURCE_DPKG_LOG
 		}
+	}
+}
+
+// dpkgInfoDir is an O_PATH descriptor of dpkg's info directory, so each
+// package's file costs one fstatat. Nil when it could not be opened; mtime
+// then falls back to hostfs.Root.Stat.
+type dpkgInfoDirFD struct{ fd int }
+
+// openInfoDir opens the info directory that hostfs resolves inside the
+// host root, and checks after opening that the descriptor is still that
+// directory (a symlink swapped in between cannot lead it outside the
+// root). File names come from package names, a single path component,
+// and are stat'ed without following symlinks.
+func openInfoDir(root *hostfs.Root) (*dpkgInfoDirFD, error) {
+	p, err := root.RealPath(dpkgInfoDir)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if got, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd)); err != nil || got != p {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("%s moved while opening it", dpkgInfoDir)
+	}
+	return &dpkgInfoDirFD{fd}, nil
+}
+
+func (d *dpkgInfoDirFD) Close() { _ = unix.Close(d.fd) }
+
+// mtime returns the modification time of the regular file name in the
+// info directory.
+func (d *dpkgInfoDirFD) mtime(root *hostfs.Root, name string) (time.Time, bool) {
+	if strings.ContainsRune(name, '/') || name == ".." || name == "." {
+		return time.Time{}, false
+	}
+	if d == nil {
+		fi, err := root.Stat(dpkgInfoDir + "/" + name)
+		if err != nil || !fi.Mode().IsRegular() {
+			return time.Time{}, false
+		}
+		return fi.ModTime(), true
+	}
+	var st unix.Stat_t
+	for {
+		err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return time.Time{}, false
+		}
+		return time.Unix(st.Mtim.Unix()), true
 	}
 }
 
