@@ -97,8 +97,9 @@ type Tracker struct {
 	byAudit  map[uint32]*conn // audit session id -> connection
 	byRemote map[string]*conn // "addr port" -> connection, for log lines
 	// byPid holds session children and the processes found to descend from
-	// them, for nodes (or renamed servers) where PAM sets no login uid.
-	byPid     map[uint32]*conn
+	// them (or from another way onto the node, such as an SSM session), for
+	// when PAM sets no login uid.
+	byPid     map[uint32]pidSession
 	knownExes map[exeKey]bool
 	lost      uint64
 	execs     chan uint32
@@ -127,7 +128,7 @@ func New(cfg Config) (*Tracker, error) {
 		return nil, err
 	}
 	t := &Tracker{cfg: cfg, out: make(chan *nodewardv1.Event, 1024), conns: map[uint32]*conn{}, byChild: map[uint32]*conn{},
-		byAudit: map[uint32]*conn{}, byRemote: map[string]*conn{}, byPid: map[uint32]*conn{}, knownExes: map[exeKey]bool{},
+		byAudit: map[uint32]*conn{}, byRemote: map[string]*conn{}, byPid: map[uint32]pidSession{}, knownExes: map[exeKey]bool{},
 		execs: make(chan uint32, 4096)}
 	if err := loadSshObjects(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -277,26 +278,53 @@ func (t *Tracker) SessionOf(ex *nodewardv1.ExecEvent) *nodewardv1.Session {
 			return c.session
 		}
 	}
-	if len(t.byPid) == 0 {
-		return nil
-	}
-	c := t.byPid[p.GetPid()]
-	if c == nil {
-		c = t.byPid[p.GetPpid()]
-	}
-	for _, a := range ex.GetAncestors() {
-		if c != nil {
+	var found *nodewardv1.Session
+	for _, pid := range append([]uint32{p.GetPid(), p.GetPpid()}, ancestorPids(ex)...) {
+		if ps, ok := t.byPid[pid]; ok {
+			found = ps.session
 			break
 		}
-		c = t.byPid[a.GetPid()]
 	}
-	if c == nil {
+	if found == nil {
+		found = otherAccess(ex)
+	}
+	if found == nil {
 		return nil
 	}
-	if len(t.byPid) < maxSessionPids {
-		t.byPid[p.GetPid()] = c
+	t.remember(p.GetPid(), pidSession{session: found, at: time.Now()})
+	return found
+}
+
+// pidSession ties a process to the session it belongs to.
+type pidSession struct {
+	session *nodewardv1.Session
+	conn    *conn // nil for sessions other than SSH
+	at      time.Time
+}
+
+// remember records pid's session, making room by forgetting entries of
+// closed SSH connections and, past the bound, old ones; mu is held.
+func (t *Tracker) remember(pid uint32, ps pidSession) {
+	if len(t.byPid) >= maxSessionPids {
+		cutoff := time.Now().Add(-sessionLinger)
+		for k, v := range t.byPid {
+			if v.at.Before(cutoff) {
+				delete(t.byPid, k)
+			}
+		}
+		if len(t.byPid) >= maxSessionPids {
+			return
+		}
 	}
-	return c.session
+	t.byPid[pid] = ps
+}
+
+func ancestorPids(ex *nodewardv1.ExecEvent) []uint32 {
+	var pids []uint32
+	for _, a := range ex.GetAncestors() {
+		pids = append(pids, a.GetPid())
+	}
+	return pids
 }
 
 // maxSessionPids bounds the ancestry table.
@@ -426,7 +454,7 @@ func (t *Tracker) handle(raw []byte) {
 		c.session = &nodewardv1.Session{Id: c.id, Kind: nodewardv1.SessionKind_SESSION_KIND_SSH, User: user, Uid: uid,
 			RemoteAddress: c.remote, RemotePort: c.rport}
 		t.byChild[ev.Pid] = c
-		t.byPid[ev.Pid] = c
+		t.remember(ev.Pid, pidSession{session: c.session, conn: c, at: at})
 		if ev.Sessionid != unsetID {
 			t.byAudit[ev.Sessionid] = c
 		}
@@ -489,8 +517,8 @@ func (t *Tracker) releaseHeld(all bool) {
 			delete(t.byRemote, k)
 		}
 	}
-	for pid, c := range t.byPid {
-		if !c.closedAt.IsZero() && now.Sub(c.closedAt) > sessionLinger {
+	for pid, ps := range t.byPid {
+		if ps.conn != nil && !ps.conn.closedAt.IsZero() && now.Sub(ps.conn.closedAt) > sessionLinger {
 			delete(t.byPid, pid)
 		}
 	}
