@@ -33,7 +33,8 @@ type loadOptions struct {
 	prefix        string
 	snapshot      bool
 	maxInFlight   int
-	connsPerAgent bool
+	fillStore     string
+	fillEvents    int
 }
 
 func loadtestCmd(c *client) *cobra.Command {
@@ -66,7 +67,9 @@ queries afterwards. Prints ingest events/s, ack latency, tail latency and query 
 	f.BoolVar(&o.queryOnly, "query-only", false, "send nothing, only run the queries")
 	f.StringVar(&o.prefix, "node-prefix", "load", "simulated node names are PREFIX-NNNNN")
 	f.BoolVar(&o.snapshot, "snapshot", true, "send a snapshot (300 packages, ports, findings) when each agent connects")
-	f.IntVar(&o.maxInFlight, "max-in-flight", 64, "unacked batches an agent may have before it waits")
+	f.IntVar(&o.maxInFlight, "max-in-flight", 16, "unacked batches an agent may have before it waits")
+	f.StringVar(&o.fillStore, "fill-store", "", "instead: write --fill-events events from --agents nodes straight into this store (sqlite:PATH or postgres://...), for query benchmarks")
+	f.IntVar(&o.fillEvents, "fill-events", 10000000, "events --fill-store writes")
 	return cmd
 }
 
@@ -276,6 +279,9 @@ func simSnapshot(r *rand.Rand, node string) *nodewardv1.Snapshot {
 func loadtest(ctx context.Context, w io.Writer, c *client, o *loadOptions) error {
 	if o.agents < 1 || o.rate <= 0 || o.interval <= 0 {
 		return errors.New("--agents, --rate and --batch-interval must be positive")
+	}
+	if o.fillStore != "" {
+		return fill(ctx, w, o.fillStore, o.prefix, o.agents, o.fillEvents)
 	}
 	if !o.queryOnly {
 		if err := runIngest(ctx, w, c, o); err != nil {
@@ -525,3 +531,69 @@ func runQueries(ctx context.Context, w io.Writer, c *client, o *loadOptions) err
 }
 
 func newRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }
+
+// fill writes events straight into a store through the Store interface
+// (the same commit path ingest uses, without gRPC), to build a large store
+// for query benchmarks quickly: n events from `nodes` nodes, their times
+// spread over the last two hours, plus each node's snapshot.
+func fill(ctx context.Context, w io.Writer, spec, prefix string, nodes, n int) error {
+	st, err := openStore(ctx, spec, "loadtest-fill")
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	start := time.Now()
+	span := 2 * time.Hour
+	const per = 500
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, nodes)
+	sem := make(chan struct{}, 16)
+	for i := range nodes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			name := fmt.Sprintf("%s-%05d", prefix, i)
+			r := rand.New(rand.NewPCG(uint64(i), 7))
+			seq, err := st.LastSequence(ctx, name)
+			if err != nil {
+				errc <- err
+				return
+			}
+			if seq == 0 {
+				seq++
+				if _, err := st.CommitSnapshot(ctx, name, seq, simSnapshot(r, name), time.Now()); err != nil {
+					errc <- err
+					return
+				}
+			}
+			mine := n / nodes
+			for k := 0; k < mine; k += per {
+				evs := make([]*nodewardv1.Event, min(per, mine-k))
+				for j := range evs {
+					at := start.Add(-span + time.Duration(float64(span)*float64(k+j)/float64(mine)))
+					evs[j] = simEvent(r, name, at)
+					evs[j].Sequence, evs[j].Index = seq+1, uint32(j)
+				}
+				seq++
+				if _, err := st.CommitEvents(ctx, name, seq, evs, time.Now()); err != nil {
+					errc <- err
+					return
+				}
+				if d := done.Add(int64(len(evs))); d%1000000 < per {
+					fmt.Fprintf(w, "  %d events, %.0f/s\n", d, float64(d)/time.Since(start).Seconds())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "filled %d events from %d nodes in %s (%.0f events/s, store API, no gRPC)\n", done.Load(), nodes,
+		time.Since(start).Round(time.Second), float64(done.Load())/time.Since(start).Seconds())
+	return nil
+}

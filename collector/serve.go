@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -37,6 +38,7 @@ type serveOptions struct {
 	retention     time.Duration
 	replica       string
 	tailQueue     int
+	cpuProfile    string
 	logLevel      string
 	logFormat     string
 	stopTimeout   time.Duration
@@ -74,6 +76,8 @@ served on --metrics-listen at /metrics.`,
 	f.DurationVar(&o.retention, "retention", 14*24*time.Hour, "delete events older than this (0 keeps everything)")
 	f.StringVar(&o.replica, "replica-id", defaultReplica(), "this replica's name in a shared PostgreSQL store")
 	f.IntVar(&o.tailQueue, "tail-queue", hub.DefaultQueue, "events each live tail may fall behind before it misses some")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (sizing, debugging)")
+	_ = f.MarkHidden("cpuprofile")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.DurationVar(&o.stopTimeout, "shutdown-timeout", 15*time.Second, "how long to let in-flight commits finish on SIGTERM")
@@ -134,6 +138,16 @@ func serve(ctx context.Context, o *serveOptions) error {
 	log, err := cli.NewLogger(o.logLevel, o.logFormat)
 	if err != nil {
 		return err
+	}
+	if o.cpuProfile != "" {
+		pf, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer func() { pprof.StopCPUProfile(); _ = pf.Close() }()
 	}
 	st, err := openStore(ctx, o.store, o.replica)
 	if err != nil {
