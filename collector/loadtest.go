@@ -21,20 +21,20 @@ import (
 )
 
 type loadOptions struct {
-	agents        int
-	rate          float64
-	duration      time.Duration
-	interval      time.Duration
-	tails         int
-	tailServer    string
-	tailFilter    string
-	queries       int
-	queryOnly     bool
-	prefix        string
-	snapshot      bool
-	maxInFlight   int
-	fillStore     string
-	fillEvents    int
+	agents      int
+	rate        float64
+	duration    time.Duration
+	interval    time.Duration
+	tails       int
+	tailServer  string
+	tailFilter  string
+	queries     int
+	queryOnly   bool
+	prefix      string
+	snapshot    bool
+	maxInFlight int
+	fillStore   string
+	fillEvents  int
 }
 
 func loadtestCmd(c *client) *cobra.Command {
