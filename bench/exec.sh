@@ -9,7 +9,7 @@
 # storm: steadier than wall time on a shared machine); events recorded /
 # expected; the tracer's CPU time and peak RSS.
 #
-#   (1) N fork+exec of /bin/true, 1 and 2 workers
+#   (1) N fork+exec of /bin/true (a copy of it), 1 and 2 workers
 #   (2) N vfork+exec of a tiny static binary that exits at once, 4 and 8 workers
 #
 # Needs root, clang or cc, go, bpftrace and libbpf-tools (execsnoop); a peer
@@ -39,6 +39,7 @@ trap cleanup EXIT
 CC=${CC:-cc}
 $CC -O2 -Wall -o "$WORK/storm" "$HERE/storm.c"
 $CC -O2 -static -nostdlib -o "$WORK/tiny" "$HERE/tiny.c"
+cp /bin/true "$WORK/true"
 (cd "$REPO" && go build -o "$WORK/nodeward-agent" ./agent)
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 
@@ -105,7 +106,9 @@ for rep in $(seq "$REPS"); do
 	for storm in $STORMS; do
 		IFS=: read -r mode workers n <<<"$storm"
 		n=${n:-$N}
-		prog=/bin/true
+		# A private copy of /bin/true, so that execs of it by anything else on the
+		# machine are not counted for a tracer that prints only the filename.
+		prog=$WORK/true
 		[[ $mode == vfork ]] && prog=$WORK/tiny
 		for tr in "${order[@]}"; do
 			tag="nwb$rep$mode$workers$tr"
