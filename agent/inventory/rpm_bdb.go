@@ -26,8 +26,13 @@ const (
 	bdbMetaFlagChecksum = 0x01
 )
 
-// bdbFile reads pages of a Berkeley DB file through io.ReaderAt, one page
-// at a time, so memory stays at a few pages whatever the file size.
+// bdbWindowPages is how many pages one read brings in. The scan and the
+// overflow chains (whose pages mostly follow each other) each have their
+// own window, so a database costs a few dozen reads rather than two per
+// page, and memory stays at two windows whatever the file size.
+const bdbWindowPages = 64
+
+// bdbFile reads pages of a Berkeley DB file through io.ReaderAt.
 type bdbFile struct {
 	r        io.ReaderAt
 	order    binary.ByteOrder
@@ -35,18 +40,32 @@ type bdbFile struct {
 	lastPgno uint32
 }
 
-func (f *bdbFile) page(pgno uint32, buf []byte) error {
+// bdbWindow holds consecutive pages starting at start.
+type bdbWindow struct {
+	start uint32
+	n     uint32
+	buf   []byte
+}
+
+// page returns page pgno, a slice of w valid until w's next load. A load
+// reads want pages (at most a window) from pgno on.
+func (f *bdbFile) page(w *bdbWindow, pgno, want uint32) ([]byte, error) {
 	if pgno > f.lastPgno {
-		return fmt.Errorf("page %d beyond the last page %d", pgno, f.lastPgno)
+		return nil, fmt.Errorf("page %d beyond the last page %d", pgno, f.lastPgno)
 	}
-	n, err := f.r.ReadAt(buf, int64(pgno)*int64(f.pageSize))
-	if n == len(buf) {
-		return nil
+	if w.n == 0 || pgno < w.start || pgno >= w.start+w.n {
+		n := min(uint32(bdbWindowPages), f.lastPgno-pgno+1, max(want, 1))
+		if w.buf == nil {
+			w.buf = make([]byte, bdbWindowPages*f.pageSize)
+		}
+		w.start, w.n = pgno, 0
+		if err := readFullAt(f.r, w.buf[:int(n)*f.pageSize], int64(pgno)*int64(f.pageSize)); err != nil {
+			return nil, fmt.Errorf("pages %d-%d: %w", pgno, pgno+n-1, err)
+		}
+		w.n = n
 	}
-	if err == nil || errors.Is(err, io.EOF) {
-		return fmt.Errorf("page %d: truncated file", pgno)
-	}
-	return fmt.Errorf("page %d: %w", pgno, err)
+	off := int(pgno-w.start) * f.pageSize
+	return w.buf[off : off+f.pageSize], nil
 }
 
 // readBDBHash walks every hash page of a Berkeley DB hash database and
@@ -92,10 +111,10 @@ func readBDBHash(r io.ReaderAt, size int64, fn func(key uint32, value []byte) er
 		return fmt.Errorf("truncated: the metadata names %d pages (%d bytes), the file has %d bytes", f.lastPgno+1, need, size)
 	}
 
-	pg := make([]byte, f.pageSize)
-	ov := make([]byte, f.pageSize)
+	var scan, ov bdbWindow
 	for pgno := uint32(1); pgno <= f.lastPgno; pgno++ {
-		if err := f.page(pgno, pg); err != nil {
+		pg, err := f.page(&scan, pgno, bdbWindowPages)
+		if err != nil {
 			return err
 		}
 		if t := pg[25]; t != bdbPageHash && t != bdbPageHashUnsorted {
@@ -126,7 +145,7 @@ func readBDBHash(r io.ReaderAt, size int64, fn func(key uint32, value []byte) er
 				if len(v) < 12 {
 					return fmt.Errorf("page %d item %d: short off-page reference", pgno, i+1)
 				}
-				value, err = f.overflow(f.order.Uint32(v[4:]), f.order.Uint32(v[8:]), ov)
+				value, err = f.overflow(f.order.Uint32(v[4:]), f.order.Uint32(v[8:]), &ov)
 				if err != nil {
 					return fmt.Errorf("page %d item %d: %w", pgno, i+1, err)
 				}
@@ -170,7 +189,7 @@ func (f *bdbFile) items(pg []byte, pgno uint32) ([][]byte, error) {
 // overflow reassembles a value stored on a chain of overflow pages; each
 // page holds hf_offset bytes after its header. The chain may not visit
 // more pages than the file has.
-func (f *bdbFile) overflow(pgno, total uint32, buf []byte) ([]byte, error) {
+func (f *bdbFile) overflow(pgno, total uint32, w *bdbWindow) ([]byte, error) {
 	// A value cannot be larger than the pages that could hold it.
 	if int64(total) > int64(f.lastPgno)*int64(f.pageSize-bdbPageHeader) || total > maxRPMHeaderData+(1<<20) {
 		return nil, fmt.Errorf("overflow value of %d bytes is larger than the file could hold", total)
@@ -180,7 +199,10 @@ func (f *bdbFile) overflow(pgno, total uint32, buf []byte) ([]byte, error) {
 		if pgno == 0 || hops > f.lastPgno {
 			return nil, fmt.Errorf("broken overflow chain after %d of %d bytes", len(out), total)
 		}
-		if err := f.page(pgno, buf); err != nil {
+		// The rest of the value, if its pages follow each other.
+		left := uint32(int(total) - len(out))
+		buf, err := f.page(w, pgno, left/uint32(f.pageSize-bdbPageHeader)+1)
+		if err != nil {
 			return nil, err
 		}
 		if buf[25] != bdbPageOverflow {
