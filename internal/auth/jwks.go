@@ -68,6 +68,7 @@ type KeySet struct {
 	client *http.Client
 	url    string
 
+	fetchMu sync.Mutex
 	mu      sync.Mutex
 	keys    *jose.JSONWebKeySet
 	fetched time.Time
@@ -120,8 +121,16 @@ func NewKeySet(ctx context.Context, cfg JWKSConfig, log *slog.Logger) (*KeySet, 
 	return ks, nil
 }
 
+// fetch gets the key set over https. It runs without ks.mu held, so
+// verifications with known keys go on while the issuer is slow; fetchMu
+// keeps it to one fetch at a time.
 func (ks *KeySet) fetch(ctx context.Context) error {
-	ks.tried = time.Now()
+	ks.fetchMu.Lock()
+	defer ks.fetchMu.Unlock()
+	start := time.Now()
+	ks.mu.Lock()
+	ks.tried = start
+	ks.mu.Unlock()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ks.url, nil)
 	if err != nil {
 		return fmt.Errorf("JWKS %s: %w", ks.url, err)
@@ -139,8 +148,28 @@ func (ks *KeySet) fetch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("JWKS %s: %w", ks.url, err)
 	}
-	ks.keys, ks.fetched = set, ks.tried
+	ks.mu.Lock()
+	ks.keys, ks.fetched = set, start
+	ks.mu.Unlock()
 	return nil
+}
+
+// due says whether a fetch may start now: the last one began more than
+// MinRefetch ago. It claims the slot, so concurrent callers do not pile up.
+func (ks *KeySet) due() bool {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if time.Since(ks.tried) <= ks.cfg.MinRefetch {
+		return false
+	}
+	ks.tried = time.Now()
+	return true
+}
+
+func (ks *KeySet) current(kid string) ([]jose.JSONWebKey, bool) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return pick(ks.keys, kid), time.Since(ks.fetched) > ks.cfg.Refresh
 }
 
 // Keys returns the keys that may have signed a token with key id kid: the
@@ -149,21 +178,19 @@ func (ks *KeySet) Keys(ctx context.Context, kid string) ([]jose.JSONWebKey, erro
 	if ks.file != nil {
 		return pick(ks.file.get(), kid), nil
 	}
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
-	stale := time.Since(ks.fetched) > ks.cfg.Refresh
-	if stale && time.Since(ks.tried) > ks.cfg.MinRefetch {
+	keys, stale := ks.current(kid)
+	if stale && ks.due() {
 		if err := ks.fetch(ctx); err != nil {
-			ks.log.Warn("JWKS refresh failed, keeping the keys fetched before", "fetched", ks.fetched, "err", err)
+			ks.log.Warn("JWKS refresh failed, keeping the keys fetched before", "err", err)
 		}
+		keys, _ = ks.current(kid)
 	}
-	keys := pick(ks.keys, kid)
-	if len(keys) == 0 && kid != "" && time.Since(ks.tried) > ks.cfg.MinRefetch {
+	if len(keys) == 0 && kid != "" && ks.due() {
 		// The issuer may have rotated its key since the last fetch.
 		if err := ks.fetch(ctx); err != nil {
 			return nil, err
 		}
-		keys = pick(ks.keys, kid)
+		keys, _ = ks.current(kid)
 	}
 	return keys, nil
 }
