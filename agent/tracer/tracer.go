@@ -319,7 +319,8 @@ func (t *Tracer) stat(idx uint32) (uint64, error) {
 }
 
 // Run fills the process cache from /proc, then reads events until ctx ends,
-// calling emit for each (from one goroutine, in ring-buffer order). A slow
+// calling emit for each (from one goroutine, in ring-buffer order). Events
+// already in the ring buffer when ctx ends are still handled. A slow
 // emit fills the queue; what does not fit is dropped and counted, never
 // blocking the ring buffer reader. Run may be called once.
 func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
@@ -336,7 +337,13 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 	queue := make(chan [][]byte, max(1, t.cfg.QueueLen/batchLen))
 	readDone := make(chan error, 1)
 	go func() { readDone <- t.read(queue, batchLen) }()
-	stop := context.AfterFunc(ctx, func() { _ = t.closeReader() })
+	// When ctx ends, the reader hands over what the ring buffer still holds
+	// and stops: events that happened before the end are not thrown away.
+	stop := context.AfterFunc(ctx, func() {
+		if err := t.reader.Flush(); err != nil {
+			_ = t.closeReader()
+		}
+	})
 	defer stop()
 
 	h := handler{t: t, emit: emit}
@@ -411,6 +418,12 @@ func (t *Tracer) read(queue chan<- [][]byte, batchLen int) error {
 		if err := t.reader.ReadInto(&rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
+			}
+			if errors.Is(err, ringbuf.ErrFlushed) {
+				if len(batch) > 0 {
+					send()
+				}
+				return nil
 			}
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return nil

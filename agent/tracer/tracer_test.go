@@ -459,3 +459,24 @@ func TestUnprivilegedSaysWhy(t *testing.T) {
 		t.Errorf("unprivileged New said:\n%s", out)
 	}
 }
+
+// TestShutdownDrains: events in the ring buffer when the tracer is told to
+// stop are still delivered, not dropped with the reader.
+func TestShutdownDrains(t *testing.T) {
+	// Never woken, polling rarely: everything waits in the ring buffer.
+	tr := startTracer(t, Config{WakeupBytes: 4 << 20, PollInterval: time.Hour})
+	c := &collector{}
+	stop := run(t, tr, c)
+	time.Sleep(300 * time.Millisecond) // past the start-up /proc fill
+	marker := "drain-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := exec.Command("/bin/true", marker).Run(); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	for _, ev := range c.snapshot() {
+		if a := ev.GetExec().GetProcess().GetArgs(); len(a) == 2 && a[1] == marker {
+			return
+		}
+	}
+	t.Errorf("the exec of %s, still in the ring buffer at shutdown, was not delivered", marker)
+}
