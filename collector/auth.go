@@ -39,13 +39,20 @@ var collectorPolicy = auth.Policy{
 	"/grpc.reflection.v1alpha.ServerReflection/": {Roles: []auth.Role{auth.RoleReader, auth.RoleAdmin}},
 }
 
+// checkListen refuses plaintext off loopback, before anything is opened.
+func (a *serveAuth) checkListen(listen string) error {
+	if a.cfg.CertFile == "" && !auth.IsLoopback(listen) {
+		return fmt.Errorf("--listen %s is not a loopback address: refusing to serve without TLS (give --tls-cert and --tls-key, and --client-ca and/or --token-jwks for agents)", listen)
+	}
+	return nil
+}
+
 // authenticator decides how serve authenticates: open and plaintext on
 // loopback when no credential flag is given, and never plaintext off
 // loopback.
 func (a *serveAuth) authenticator(ctx context.Context, listen string, log *slog.Logger, reg prometheus.Registerer) (*auth.Authenticator, error) {
-	loopback := auth.IsLoopback(listen)
-	if a.cfg.CertFile == "" && !loopback {
-		return nil, fmt.Errorf("--listen %s is not a loopback address: refusing to serve without TLS (give --tls-cert and --tls-key, and --client-ca and/or --token-jwks for agents)", listen)
+	if err := a.checkListen(listen); err != nil {
+		return nil, err
 	}
 	if !a.cfg.Configured() {
 		log.Warn("serving plaintext on loopback with no authentication: every caller may report and query")

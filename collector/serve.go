@@ -149,6 +149,9 @@ func serve(ctx context.Context, o *serveOptions) error {
 		}
 		defer func() { pprof.StopCPUProfile(); _ = pf.Close() }()
 	}
+	if err := o.auth.checkListen(o.listen); err != nil {
+		return err
+	}
 	st, err := openStore(ctx, o.store, o.replica)
 	if err != nil {
 		return err
