@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,7 +23,10 @@ func main() {
 
 // run executes the command line and returns the exit status; every failure
 // is one line on stderr.
-func run(ctx context.Context, args []string) int {
+func run(ctx context.Context, args []string) int { return runTo(ctx, args, os.Stdout, os.Stderr) }
+
+// runTo is run with its output going to stdout and stderr.
+func runTo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cl := &client{}
 	root := &cobra.Command{
 		Use:   "nodeward",
@@ -35,6 +39,8 @@ as the collector; the other verbs ask a running collector (--server, or $NODEWAR
 		SilenceErrors: true,
 	}
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())
 	})
@@ -42,7 +48,7 @@ as the collector; the other verbs ask a running collector (--server, or $NODEWAR
 	root.AddCommand(serveCmd(), nodesCmd(cl), nodeCmd(cl), findingsCmd(cl), packagesCmd(cl), portsCmd(cl), changesCmd(cl),
 		eventsCmd(cl), tailCmd(cl), loadtestCmd(cl))
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "nodeward: %s\n", cli.Describe(err, cl.server))
+		fmt.Fprintf(stderr, "nodeward: %s\n", cli.Describe(err, cl.server))
 		return 1
 	}
 	return 0
