@@ -29,7 +29,7 @@ func ParseOSRelease(r io.Reader) (fields map[string]string, skipped []string, er
 				skipped = append(skipped, fmt.Sprintf("line %d: %v", lineNo, perr))
 			}
 		}
-		if readErr == io.EOF {
+		if errors.Is(readErr, io.EOF) {
 			return fields, skipped, nil
 		}
 		if readErr != nil {

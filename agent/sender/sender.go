@@ -151,8 +151,11 @@ func (s *Sender) Run(ctx context.Context) error {
 	backoff := s.cfg.BackoffMin
 	for {
 		welcomed, err := s.session(ctx)
-		if ctx.Err() != nil {
+		select {
+		case <-ctx.Done():
+			// Stopping is not a failure of the stream.
 			return nil
+		default:
 		}
 		if welcomed {
 			backoff = s.cfg.BackoffMin

@@ -7,6 +7,7 @@ package sshlog
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -39,7 +40,7 @@ func Read(r io.Reader, year int, fn func(Line)) error {
 			fn(l)
 		}
 	}
-	if err := sc.Err(); err != nil && err != bufio.ErrTooLong {
+	if err := sc.Err(); err != nil && !errors.Is(err, bufio.ErrTooLong) {
 		return fmt.Errorf("sshd log: %w", err)
 	}
 	return nil

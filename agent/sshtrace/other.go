@@ -50,12 +50,12 @@ func accessKind(p *nodewardv1.Process) nodewardv1.SessionKind {
 // targetsHost reports whether nsenter's arguments enter PID 1's namespaces.
 func targetsHost(args []string) bool {
 	for i, a := range args {
-		switch {
-		case a == "-t" || a == "--target":
+		switch a {
+		case "-t", "--target":
 			if i+1 < len(args) && args[i+1] == "1" {
 				return true
 			}
-		case a == "-t1" || a == "--target=1":
+		case "-t1", "--target=1":
 			return true
 		}
 	}

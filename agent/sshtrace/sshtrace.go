@@ -133,7 +133,7 @@ func New(cfg Config) (*Tracker, error) {
 	if err := loadSshObjects(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("ssh tracking: verifier: %v", ve)
+			return nil, fmt.Errorf("ssh tracking: verifier: %w", ve)
 		}
 		return nil, fmt.Errorf("ssh tracking: load: %w", err)
 	}
@@ -235,7 +235,7 @@ func (t *Tracker) checkExec(pid uint32) {
 	if err := unix.Stat(exe, &st); err != nil {
 		return
 	}
-	key := exeKey{ino: st.Ino, dev: uint32(unix.Major(st.Dev))<<20 | uint32(unix.Minor(st.Dev))}
+	key := exeKey{ino: st.Ino, dev: unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)}
 	t.mu.Lock()
 	_, seen := t.knownExes[key]
 	t.mu.Unlock()
