@@ -488,8 +488,11 @@ func applyDpkgUpdates(root *hostfs.Root, recs []dpkgRecord) ([]dpkgRecord, error
 // line in dpkg.log. Missing evidence leaves the time unset.
 func dpkgInstallTimes(root *hostfs.Root, recs []dpkgRecord) {
 	info, err := openInfoDir(root)
-	if err == nil {
+	switch {
+	case err == nil:
 		defer info.Close()
+	case errors.Is(err, fs.ErrNotExist):
+		info = &dpkgInfoDirFD{fd: -1} // no info directory: no file to stat
 	}
 	var missing []*nodewardv1.Package
 	for _, r := range recs {
@@ -541,8 +544,8 @@ func dpkgInstallTimes(root *hostfs.Root, recs []dpkgRecord) {
 }
 
 // dpkgInfoDir is an O_PATH descriptor of dpkg's info directory, so each
-// package's file costs one fstatat. Nil when it could not be opened; mtime
-// then falls back to hostfs.Root.Stat.
+// package's file costs one fstatat. Nil when it could not be opened (mtime
+// then falls back to hostfs.Root.Stat); fd -1 when there is none.
 type dpkgInfoDirFD struct{ fd int }
 
 // openInfoDir opens the info directory that hostfs resolves inside the
@@ -566,12 +569,19 @@ func openInfoDir(root *hostfs.Root) (*dpkgInfoDirFD, error) {
 	return &dpkgInfoDirFD{fd}, nil
 }
 
-func (d *dpkgInfoDirFD) Close() { _ = unix.Close(d.fd) }
+func (d *dpkgInfoDirFD) Close() {
+	if d.fd >= 0 {
+		_ = unix.Close(d.fd)
+	}
+}
 
 // mtime returns the modification time of the regular file name in the
 // info directory.
 func (d *dpkgInfoDirFD) mtime(root *hostfs.Root, name string) (time.Time, bool) {
 	if strings.ContainsRune(name, '/') || name == ".." || name == "." {
+		return time.Time{}, false
+	}
+	if d != nil && d.fd < 0 {
 		return time.Time{}, false
 	}
 	if d == nil {

@@ -257,29 +257,41 @@ func readRPM(ctx context.Context, root *hostfs.Root, path, format string) ([]*no
 }
 
 // readRPMSqlite reads the Packages table of rpmdb.sqlite without locking
-// or writing the host's database. With no write-ahead log pending the file
-// is opened in place as immutable (no locks, no journal, no -shm); when a
-// -wal file holds transactions not yet checkpointed, the database and its
-// log are copied to a private temporary directory and read from there, so
-// the newest packages are seen and the host's files stay untouched.
+// or writing the host's database. With nothing pending the file is opened
+// in place as immutable (no locks, no journal, no -shm); when a -wal holds
+// transactions not yet checkpointed (or a hot -journal is left), the
+// database and that file are copied to a private temporary directory and
+// read from there, so the newest packages are seen and the host's files
+// stay untouched.
 func readRPMSqlite(ctx context.Context, root *hostfs.Root, path string, add func(uint64, []byte)) error {
 	dbPath, err := root.RealPath(path)
 	if err != nil {
 		return err
 	}
 	query := "mode=ro&immutable=1"
-	if fi, err := root.Stat(path + "-wal"); err == nil && fi.Mode().IsRegular() && fi.Size() > 0 {
+	// A write-ahead log not yet checkpointed, or a rollback journal left
+	// by an interrupted transaction, changes what the database says: copy
+	// it with the database and let SQLite apply it to the copy.
+	var pending []string
+	for _, suffix := range []string{"-wal", "-journal"} {
+		if fi, err := root.Stat(path + suffix); err == nil && fi.Mode().IsRegular() && fi.Size() > 0 {
+			pending = append(pending, suffix)
+		}
+	}
+	if len(pending) > 0 {
 		dir, err := os.MkdirTemp("", "nodeward-rpmdb-")
 		if err != nil {
-			return fmt.Errorf("copy with its write-ahead log: %w", err)
+			return fmt.Errorf("copy with its %s: %w", pending[0], err)
 		}
 		defer os.RemoveAll(dir)
 		dbPath = filepath.Join(dir, "rpmdb.sqlite")
 		if err := copyFromRoot(root, path, dbPath); err != nil {
 			return err
 		}
-		if err := copyFromRoot(root, path+"-wal", dbPath+"-wal"); err != nil {
-			return err
+		for _, suffix := range pending {
+			if err := copyFromRoot(root, path+suffix, dbPath+suffix); err != nil {
+				return err
+			}
 		}
 		query = ""
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -250,6 +251,7 @@ func TestRPMSqliteWithPendingWAL(t *testing.T) {
 		t.Fatalf("no pending write-ahead log: %v", err)
 	}
 	before := treeDigest(t, filepath.Join(root, "var/lib/rpm"))
+	tempBefore := rpmTempDirs(t)
 
 	r, err := hostfs.Open(root)
 	if err != nil {
@@ -270,13 +272,26 @@ func TestRPMSqliteWithPendingWAL(t *testing.T) {
 	if after := treeDigest(t, filepath.Join(root, "var/lib/rpm")); after != before {
 		t.Error("reading changed the host's rpmdb files")
 	}
-	if ents, _ := os.ReadDir(os.TempDir()); len(ents) > 0 {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), "nodeward-rpmdb-") {
-				t.Errorf("temporary copy %s left behind", e.Name())
-			}
+	for _, d := range rpmTempDirs(t) {
+		if !slices.Contains(tempBefore, d) {
+			t.Errorf("temporary copy %s left behind", d)
 		}
 	}
+}
+
+func rpmTempDirs(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir(os.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "nodeward-rpmdb-") {
+			dirs = append(dirs, e.Name())
+		}
+	}
+	return dirs
 }
 
 func FuzzParseRPMHeader(f *testing.F) {
@@ -319,4 +334,54 @@ func FuzzReadNDB(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+// TestRPMSqliteMidTransaction holds a write transaction open on a copy of
+// the AL2023 database, with a cache so small that SQLite spills changed
+// pages into the database file before commit: the file alone is then
+// inconsistent, and only its rollback journal says what is committed. The
+// reader must see exactly the committed 103 packages.
+func TestRPMSqliteMidTransaction(t *testing.T) {
+	root := testutil.CopyFixtureRoot(t, "rpm-amazonlinux2023-plain")
+	dbPath := filepath.Join(root, "var/lib/rpm/rpmdb.sqlite")
+	w, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=journal_mode(DELETE)&_pragma=cache_size(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.SetMaxOpenConns(1)
+	tx, err := w.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec("DELETE FROM Packages WHERE hnum % 2 = 0"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		blob := buildRPMHeader(rpmStr(rpmTagName, "uncommitted-"+strings.Repeat("x", i)), rpmStr(rpmTagVersion, strings.Repeat("1", 4000)))
+		if _, err := tx.Exec("INSERT INTO Packages (blob) VALUES (?)", blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fi, err := os.Stat(dbPath + "-journal"); err != nil || fi.Size() == 0 {
+		t.Fatalf("no rollback journal during the transaction: %v", err)
+	}
+	r, err := hostfs.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	inv, err := ReadPackages(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range inv.Packages {
+		if strings.HasPrefix(p.Name, "uncommitted-") {
+			t.Fatalf("saw an uncommitted package")
+		}
+	}
+	if len(inv.Packages) != 103 {
+		t.Errorf("%d packages, want the 103 committed ones", len(inv.Packages))
+	}
 }
