@@ -33,8 +33,9 @@ ms() { awk -v u="$1" 'BEGIN {printf "%.1f", u / 1000}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 inner() {
-	local setting=$1 dir=$2 pids=() i
-	trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+	local setting=$1 dir=$2 i
+	pids=()
+	trap 'if ((${#pids[@]})); then kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; fi' EXIT
 	if [[ $setting == isolated ]]; then
 		ip link set lo up
 	fi
@@ -93,7 +94,12 @@ if [[ $(id -u) != 0 ]]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-go build -o "$work/nodeward-agent" ./agent
+# AGENT names an agent binary already built (make bench builds bin/nodeward-agent).
+if [[ -n ${AGENT:-} ]]; then
+	cp "$AGENT" "$work/nodeward-agent"
+else
+	go build -o "$work/nodeward-agent" ./agent
+fi
 go build -o "$work/portsload" ./bench/portsload
 echo "ports: $LISTENERS listeners, $CONNS established loopback connections in $HELPERS helper processes; $(nproc) CPUs, kernel $(uname -r), $(date -u +%F)"
 unshare --pid --fork --mount-proc --net bash "$0" --inner isolated "$work"

@@ -247,7 +247,11 @@ func listenersIn(ns *netNS, procFD int) ([]*nodewardv1.ListeningPort, error) {
 	defer c.Close()
 	var ports []*nodewardv1.ListeningPort
 	for _, d := range dumps {
-		socks, err := c.Dump(d.family, d.protocol, sockdiag.Listening)
+		states := uint32(sockdiag.Listening)
+		if d.protocol == unix.IPPROTO_TCP {
+			states = sockdiag.ListeningTCP
+		}
+		socks, err := c.Dump(d.family, d.protocol, states)
 		if err != nil {
 			return nil, err
 		}

@@ -26,9 +26,14 @@ const (
 )
 
 // Listening is the state mask ss -l uses: TCP listeners and unconnected
-// (CLOSE) UDP sockets. A TCP socket in CLOSE state is never in the kernel's
-// hash tables, so for TCP this is the listeners alone.
+// (CLOSE) UDP sockets.
 const Listening = 1<<StateListen | 1<<StateClose
+
+// ListeningTCP asks for what Listening gives for TCP, cheaper: a TCP socket
+// in CLOSE state is never in the kernel's hash tables, and a mask of LISTEN
+// alone lets the kernel skip the table of established connections instead
+// of walking it.
+const ListeningTCP = 1 << StateListen
 
 const (
 	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY

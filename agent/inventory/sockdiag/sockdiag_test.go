@@ -3,11 +3,13 @@ package sockdiag
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -82,6 +84,17 @@ func TestDumpSeesOwnListeners(t *testing.T) {
 		}
 	}
 
+	// LISTEN alone gives TCP the same answer without walking the
+	// established table.
+	listenOnly, err := c.Dump(unix.AF_INET, unix.IPPROTO_TCP, ListeningTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertHas(t, listenOnly, want)
+	if inodes(listenOnly) != inodes(tcpSocks) {
+		t.Errorf("ListeningTCP lists %v, Listening lists %v", listenOnly, tcpSocks)
+	}
+
 	udpSocks, err := c.Dump(unix.AF_INET6, unix.IPPROTO_UDP, Listening)
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +104,16 @@ func TestDumpSeesOwnListeners(t *testing.T) {
 		Addr: netip.MustParseAddr("::1"), Port: uint16(udp.LocalAddr().(*net.UDPAddr).Port),
 		UID: uint32(os.Geteuid()), Inode: inodeOf(t, udp.(*net.UDPConn)),
 	})
+}
+
+// inodes summarises a dump as its sorted inode list, printed.
+func inodes(socks []Socket) string {
+	var ns []int
+	for _, s := range socks {
+		ns = append(ns, int(s.Inode))
+	}
+	slices.Sort(ns)
+	return fmt.Sprint(ns)
 }
 
 func assertHas(t *testing.T, socks []Socket, want Socket) {
