@@ -320,7 +320,11 @@ func (t *Tracer) stat(idx uint32) (uint64, error) {
 
 // Run fills the process cache from /proc, then reads events until ctx ends,
 // calling emit for each (from one goroutine, in ring-buffer order). Events
-// already in the ring buffer when ctx ends are still handled. A slow
+// already in the ring buffer when ctx ends are still handled.
+//
+// emit may add to the event's own process (a session, say) before it
+// returns; after that the event is read-only: the process cache hands the
+// same Process messages to later events as their parent and ancestors. A slow
 // emit fills the queue; what does not fit is dropped and counted, never
 // blocking the ring buffer reader. Run may be called once.
 func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
