@@ -440,8 +440,8 @@ func TestPortsMatchSS(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		stdin.Close()
-		done := make(chan error, 1)
-		go func() { done <- helper.Wait() }()
+		done := make(chan struct{})
+		go func() { _ = helper.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
