@@ -11,6 +11,7 @@
 # The query store is filled through the Store interface (`loadtest
 # --fill-store`, the commit path ingest uses, without gRPC) because filling
 # 10 million events over gRPC would take most of an hour on 2 cores.
+# SKIP_QUERIES=1 runs only the ingest and tail phases.
 # BENCH_DIR=DIR keeps the stores in DIR across runs (a filled store is
 # reused); by default everything goes to a temporary directory.
 # Usage: bench/collector.sh [sqlite|postgres]...   (default: both)
@@ -64,6 +65,22 @@ start_serve() { # STORE-SPEC
 	return 1
 }
 
+# cpu_ms: CPU time (user + system) the collector process has used so far.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d\n", ($14 + $15) * 1000 / hz}' "/proc/$SERVE_PID/stat"; }
+
+# measured LOADTEST-ARGS...: runs loadtest and adds the collector's own CPU
+# cost per event, a figure the machine's other load does not change much.
+measured() {
+	local c0 c1 out n
+	c0=$(cpu_ms)
+	out=$("$NW" loadtest "$@")
+	c1=$(cpu_ms)
+	echo "$out"
+	n=$(echo "$out" | sed -n 's/^ingest: *\([0-9]*\) events.*/\1/p')
+	[ -n "$n" ] && [ "$n" -gt 0 ] && echo "collector CPU: $((c1 - c0)) ms for $n events = $(((c1 - c0) * 1000000 / n)) ns/event (one core's worth: $((n * 1000 / (c1 - c0 + 1))) events/s)"
+	return 0
+}
+
 stop_serve() {
 	kill "$SERVE_PID"
 	wait "$SERVE_PID" 2>/dev/null || true
@@ -109,7 +126,8 @@ for STORE in "${STORES[@]}"; do
 	fill-sqlite | fill-postgres)
 		# Only fill the store (for a BENCH_DIR reused by later runs).
 		if [ "$STORE" = fill-postgres ]; then start_postgres; SPEC=$PG_DSN; S=postgres; else SPEC=sqlite:$WORK/nodeward.db; S=sqlite; fi
-		"$NW" loadtest --fill-store "$SPEC" --agents "$AGENTS" --fill-events "$FILL_EVENTS"
+		have=$(event_count "$S")
+		[ "$have" -ge "$FILL_EVENTS" ] || "$NW" loadtest --fill-store "$SPEC" --agents "$AGENTS" --fill-events $((FILL_EVENTS - have))
 		echo "events stored: $(event_count "$S"); store size: $(store_size "$S")"
 		if [ "$S" = postgres ]; then runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null; PG_DATA=; fi
 		continue
@@ -124,10 +142,14 @@ for STORE in "${STORES[@]}"; do
 	echo "== $STORE: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
 	start_serve "$SPEC"
 	echo "-- 1. sustained ingest: $AGENTS agents x $RATE events/s for $DURATION"
-	"$NW" loadtest --server "$ADDR" --agents "$AGENTS" --rate "$RATE" --duration "$DURATION"
+	measured --server "$ADDR" --agents "$AGENTS" --rate "$RATE" --duration "$DURATION"
 	echo "-- 2. tail latency: $TAILS tails, $AGENTS agents x $TAIL_RATE events/s for $TAIL_DURATION"
-	"$NW" loadtest --server "$ADDR" --agents "$AGENTS" --rate "$TAIL_RATE" --duration "$TAIL_DURATION" --tails "$TAILS" --snapshot=false
+	measured --server "$ADDR" --agents "$AGENTS" --rate "$TAIL_RATE" --duration "$TAIL_DURATION" --tails "$TAILS" --snapshot=false
 	stop_serve
+	if [ -n "${SKIP_QUERIES:-}" ]; then
+		[ "$STORE" != postgres ] || { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null; PG_DATA=; }
+		continue
+	fi
 	have=$(event_count "$STORE")
 	echo "-- 3. filling to $FILL_EVENTS events from $AGENTS nodes (has $have)"
 	if [ "$have" -lt "$FILL_EVENTS" ]; then

@@ -535,7 +535,9 @@ func newRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }
 // fill writes events straight into a store through the Store interface
 // (the same commit path ingest uses, without gRPC), to build a large store
 // for query benchmarks quickly: n events from `nodes` nodes, their times
-// spread over the last two hours, plus each node's snapshot.
+// spread over the last two hours, plus each node's snapshot. Events go in
+// rounds of rising time across all nodes, as a live fleet sends them, so
+// the time-ordered indexes grow at their ends.
 func fill(ctx context.Context, w io.Writer, spec, prefix string, nodes, n int) error {
 	st, err := openStore(ctx, spec, "loadtest-fill")
 	if err != nil {
@@ -545,53 +547,86 @@ func fill(ctx context.Context, w io.Writer, spec, prefix string, nodes, n int) e
 	start := time.Now()
 	span := 2 * time.Hour
 	const per = 500
-	var done atomic.Int64
-	var wg sync.WaitGroup
-	errc := make(chan error, nodes)
-	sem := make(chan struct{}, 16)
+	perNode := n / nodes
+	rounds := (perNode + per - 1) / per
+	seqs := make([]uint64, nodes)
+	rands := make([]*rand.Rand, nodes)
+	name := func(i int) string { return fmt.Sprintf("%s-%05d", prefix, i) }
 	for i := range nodes {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			name := fmt.Sprintf("%s-%05d", prefix, i)
-			r := rand.New(rand.NewPCG(uint64(i), 7))
-			seq, err := st.LastSequence(ctx, name)
-			if err != nil {
-				errc <- err
-				return
-			}
-			if seq == 0 {
-				seq++
-				if _, err := st.CommitSnapshot(ctx, name, seq, simSnapshot(r, name), time.Now()); err != nil {
-					errc <- err
-					return
-				}
-			}
-			mine := n / nodes
-			for k := 0; k < mine; k += per {
-				evs := make([]*nodewardv1.Event, min(per, mine-k))
-				for j := range evs {
-					at := start.Add(-span + time.Duration(float64(span)*float64(k+j)/float64(mine)))
-					evs[j] = simEvent(r, name, at)
-					evs[j].Sequence, evs[j].Index = seq+1, uint32(j)
-				}
-				seq++
-				if _, err := st.CommitEvents(ctx, name, seq, evs, time.Now()); err != nil {
-					errc <- err
-					return
-				}
-				if d := done.Add(int64(len(evs))); d%1000000 < per {
-					fmt.Fprintf(w, "  %d events, %.0f/s\n", d, float64(d)/time.Since(start).Seconds())
-				}
-			}
-		}()
+		rands[i] = rand.New(rand.NewPCG(uint64(i), uint64(start.UnixNano())))
+		if seqs[i], err = st.LastSequence(ctx, name(i)); err != nil {
+			return err
+		}
 	}
-	wg.Wait()
-	close(errc)
-	if err := <-errc; err != nil {
-		return err
+	type job struct{ node, round int }
+	var done atomic.Int64
+	work := func(j job) error {
+		i := j.node
+		if j.round < 0 {
+			if seqs[i] > 0 {
+				return nil
+			}
+			seqs[i]++
+			_, err := st.CommitSnapshot(ctx, name(i), seqs[i], simSnapshot(rands[i], name(i)), time.Now())
+			return err
+		}
+		count := min(per, perNode-j.round*per)
+		if count <= 0 {
+			return nil
+		}
+		evs := make([]*nodewardv1.Event, count)
+		seqs[i]++
+		for k := range evs {
+			frac := (float64(j.round) + rands[i].Float64()) / float64(rounds)
+			evs[k] = simEvent(rands[i], name(i), start.Add(-span+time.Duration(frac*float64(span))))
+			evs[k].Sequence, evs[k].Index = seqs[i], uint32(k)
+		}
+		if _, err := st.CommitEvents(ctx, name(i), seqs[i], evs, time.Now()); err != nil {
+			return err
+		}
+		done.Add(int64(count))
+		return nil
+	}
+	for round := -1; round < rounds; round++ {
+		jobs := make(chan job)
+		errc := make(chan error, 16)
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range jobs {
+					if err := work(j); err != nil {
+						errc <- err
+						return
+					}
+				}
+			}()
+		}
+	feed:
+		for i := range nodes {
+			select {
+			case jobs <- job{i, round}:
+			case err := <-errc:
+				close(jobs)
+				wg.Wait()
+				return err
+			case <-ctx.Done():
+				break feed
+			}
+		}
+		close(jobs)
+		wg.Wait()
+		close(errc)
+		if err := <-errc; err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if round >= 0 {
+			fmt.Fprintf(w, "  round %d/%d: %d events, %.0f/s\n", round+1, rounds, done.Load(), float64(done.Load())/time.Since(start).Seconds())
+		}
 	}
 	fmt.Fprintf(w, "filled %d events from %d nodes in %s (%.0f events/s, store API, no gRPC)\n", done.Load(), nodes,
 		time.Since(start).Round(time.Second), float64(done.Load())/time.Since(start).Seconds())

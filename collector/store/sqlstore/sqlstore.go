@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -147,35 +148,18 @@ func (s *Store) apply(ctx context.Context, group []*store.Request) (err error) {
 			}
 		}
 	}()
-	claim, err := tx.PrepareContext(ctx, s.q(`INSERT INTO sequences (node, seq, kind, received_ns) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`))
+	claimed, err := s.claim(ctx, tx, group)
 	if err != nil {
-		return fmt.Errorf("prepare: %w", err)
+		return err
 	}
-	defer claim.Close()
-	g := s.d.Greatest
-	touch, err := tx.PrepareContext(ctx, s.q(`INSERT INTO nodes (name, last_seen_ns, last_sequence) VALUES (?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET last_seen_ns = `+g+`(nodes.last_seen_ns, excluded.last_seen_ns),
-		last_sequence = `+g+`(nodes.last_sequence, excluded.last_sequence)`))
-	if err != nil {
-		return fmt.Errorf("prepare: %w", err)
+	if err := s.touchNodes(ctx, tx, group, claimed); err != nil {
+		return err
 	}
-	defer touch.Close()
 	var ins *eventInserter
-	for _, r := range group {
-		kind := "events"
-		if r.Snapshot != nil {
-			kind = "snapshot"
-		}
-		res, err := claim.ExecContext(ctx, r.Node, int64(r.Seq), kind, r.Received.UnixNano())
-		if err != nil {
-			return fmt.Errorf("claim %s/%d: %w", r.Node, r.Seq, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
+	for i, r := range group {
+		if !claimed[i] {
 			r.Duplicate = true
 			continue
-		}
-		if _, err := touch.ExecContext(ctx, r.Node, r.Received.UnixNano(), int64(r.Seq)); err != nil {
-			return fmt.Errorf("node %s: %w", r.Node, err)
 		}
 		if r.Snapshot != nil {
 			if err := s.applySnapshot(ctx, tx, r); err != nil {
@@ -203,6 +187,102 @@ func (s *Store) apply(ctx context.Context, group []*store.Request) (err error) {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// claimChunk sequence records go into one INSERT.
+const claimChunk = 200
+
+// claim records every request's (node, sequence) in a few multi-row
+// INSERTs and reports which were new: a sequence already stored, or
+// repeated earlier in the same group, is a duplicate.
+func (s *Store) claim(ctx context.Context, tx *sql.Tx, group []*store.Request) ([]bool, error) {
+	type key struct {
+		node string
+		seq  int64
+	}
+	inserted := map[key]bool{}
+	for lo := 0; lo < len(group); lo += claimChunk {
+		part := group[lo:min(lo+claimChunk, len(group))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO sequences (node, seq, kind, received_ns) VALUES `)
+		args := make([]any, 0, 4*len(part))
+		for i, r := range part {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?, ?, ?)")
+			kind := "events"
+			if r.Snapshot != nil {
+				kind = "snapshot"
+			}
+			args = append(args, r.Node, int64(r.Seq), kind, r.Received.UnixNano())
+		}
+		b.WriteString(` ON CONFLICT DO NOTHING RETURNING node, seq`)
+		rows, err := tx.QueryContext(ctx, s.q(b.String()), args...)
+		if err != nil {
+			return nil, fmt.Errorf("claim sequences: %w", err)
+		}
+		for rows.Next() {
+			var k key
+			if err := rows.Scan(&k.node, &k.seq); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("claim sequences: %w", err)
+			}
+			inserted[k] = true
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("claim sequences: %w", err)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("claim sequences: %w", err)
+		}
+	}
+	claimed := make([]bool, len(group))
+	for i, r := range group {
+		k := key{r.Node, int64(r.Seq)}
+		if inserted[k] {
+			claimed[i] = true
+			delete(inserted, k) // a repeat later in the group is a duplicate
+		}
+	}
+	return claimed, nil
+}
+
+// touchNodes records, once per node in the group, its newest sequence and
+// when it was heard from.
+func (s *Store) touchNodes(ctx context.Context, tx *sql.Tx, group []*store.Request, claimed []bool) error {
+	type latest struct{ seen, seq int64 }
+	nodes := map[string]latest{}
+	var order []string
+	for i, r := range group {
+		if !claimed[i] {
+			continue
+		}
+		l, ok := nodes[r.Node]
+		if !ok {
+			order = append(order, r.Node)
+		}
+		nodes[r.Node] = latest{max(l.seen, r.Received.UnixNano()), max(l.seq, int64(r.Seq))}
+	}
+	if len(order) == 0 {
+		return nil
+	}
+	g := s.d.Greatest
+	touch, err := tx.PrepareContext(ctx, s.q(`INSERT INTO nodes (name, last_seen_ns, last_sequence) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET last_seen_ns = `+g+`(nodes.last_seen_ns, excluded.last_seen_ns),
+		last_sequence = `+g+`(nodes.last_sequence, excluded.last_sequence)`))
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	defer touch.Close()
+	// Sorted, so concurrent groups (PostgreSQL) lock node rows in one order.
+	sort.Strings(order)
+	for _, n := range order {
+		if _, err := touch.ExecContext(ctx, n, nodes[n].seen, nodes[n].seq); err != nil {
+			return fmt.Errorf("node %s: %w", n, err)
+		}
 	}
 	return nil
 }
