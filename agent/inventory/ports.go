@@ -46,6 +46,13 @@ var dumps = []struct{ family, protocol uint8 }{
 // each. Namespaces are found from the host's processes (env.Proc/PID/ns/net)
 // and from the bind mounts under /run/netns in the host root. An error in one
 // namespace is reported and the others are still listed.
+//
+// A port's uid is the socket's, as the kernel records it (ss -e): that of
+// the process that created it. Its pid is one process holding it; when
+// several do (forked workers), the search prefers one in the socket's
+// namespace with the socket's uid, at the lowest descriptor window, then the
+// lowest pid. A socket no readable process holds (a kernel socket, or one
+// held by a process the agent may not inspect) has no pid.
 func ScanPorts(ctx context.Context, env *source.Env) (*nodewardv1.PortInventory, error) {
 	procDir, err := os.Open(env.Proc)
 	if err != nil {
