@@ -284,15 +284,15 @@ func TestDpkgLogFixture(t *testing.T) {
 
 func TestParseDpkgVersion(t *testing.T) {
 	for _, tc := range []struct {
-		in, out string
-		epoch   uint32
-		explict bool
-		err     bool
+		in, out  string
+		epoch    uint32
+		explicit bool
+		err      bool
 	}{
 		{in: "1.0-1", out: "1.0-1"},
-		{in: "1:1.0-1", out: "1:1.0-1", epoch: 1, explict: true},
-		{in: "0:1.0", out: "1.0", explict: true},
-		{in: "0:1.0:5-1", out: "0:1.0:5-1", explict: true},
+		{in: "1:1.0-1", out: "1:1.0-1", epoch: 1, explicit: true},
+		{in: "0:1.0", out: "1.0", explicit: true},
+		{in: "0:1.0:5-1", out: "0:1.0:5-1", explicit: true},
 		{in: "1.0-1-2", out: "1.0-1-2"},
 		{in: " 2.0 ", out: "2.0"},
 		{in: "", err: true},
@@ -307,8 +307,8 @@ func TestParseDpkgVersion(t *testing.T) {
 			t.Errorf("%q: error %v, want error %v", tc.in, err, tc.err)
 			continue
 		}
-		if err == nil && (v.String() != tc.out || v.epoch != tc.epoch || v.explicitEpoch != tc.explict) {
-			t.Errorf("%q: %q epoch %d (explicit %v), want %q %d (%v)", tc.in, v.String(), v.epoch, v.explicitEpoch, tc.out, tc.epoch, tc.explict)
+		if err == nil && (v.String() != tc.out || v.epoch != tc.epoch || v.explicitEpoch != tc.explicit) {
+			t.Errorf("%q: %q epoch %d (explicit %v), want %q %d (%v)", tc.in, v.String(), v.epoch, v.explicitEpoch, tc.out, tc.epoch, tc.explicit)
 		}
 	}
 }

@@ -210,7 +210,7 @@ func (b *rpmBlobs) err() error {
 	case n <= 3:
 		return fmt.Errorf("skipped %d bad headers: %s", n, strings.Join(b.skipped, "; "))
 	default:
-		return fmt.Errorf("skipped %d bad headers: %s; ...", n, strings.Join(b.skipped[:3], "; "))
+		return fmt.Errorf("skipped %d bad headers: %s; and %d more", n, strings.Join(b.skipped[:3], "; "), n-3)
 	}
 }
 

@@ -354,7 +354,7 @@ func TestRPMSqliteMidTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	if _, err := tx.Exec("DELETE FROM Packages WHERE hnum % 2 = 0"); err != nil {
 		t.Fatal(err)
 	}
