@@ -480,3 +480,48 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	t.Errorf("the exec of %s, still in the ring buffer at shutdown, was not delivered", marker)
 }
+
+// TestLongArgvAndDeepCwd: argv past the bound is cut and flagged; a cwd
+// deeper than the BPF walk is cut at the root end and marked.
+func TestLongArgvAndDeepCwd(t *testing.T) {
+	tr := startTracer(t, Config{})
+	c := &collector{}
+	stop := run(t, tr, c)
+
+	marker := "long-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	big := strings.Repeat("x", 3000)
+	deep := t.TempDir()
+	for i := 0; i < 30; i++ {
+		deep += fmt.Sprintf("/d%02d", i)
+	}
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/true", marker, big, big)
+	cmd.Dir = deep
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	var p *nodewardv1.Process
+	waitFor(t, 10*time.Second, func() bool {
+		for _, ev := range c.snapshot() {
+			if a := ev.GetExec().GetProcess().GetArgs(); len(a) > 1 && a[1] == marker {
+				p = ev.GetExec().GetProcess()
+				return true
+			}
+		}
+		return false
+	})
+	stop()
+	// The first three arguments fit; the fourth is cut inside.
+	a := p.GetArgs()
+	if !p.GetArgsTruncated() || len(a) != 4 || a[2] != big || len(a[3]) >= len(big) || !strings.HasPrefix(big, a[3]) {
+		t.Errorf("argv: truncated %v, %d args", p.GetArgsTruncated(), len(a))
+	}
+	if n := len(strings.Join(p.GetArgs(), "\x00")); n > 4096 {
+		t.Errorf("argv carries %d bytes, over the 4096 bound", n)
+	}
+	if !strings.HasPrefix(p.GetCwd(), "…/") || !strings.HasSuffix(deep, strings.TrimPrefix(p.GetCwd(), "…")) {
+		t.Errorf("cwd %q, want a marked tail of %q", p.GetCwd(), deep)
+	}
+}
