@@ -533,3 +533,45 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// TestPackagesImageBased covers roots with no package database: image-based
+// OSes say so with their image version, anything else is an error.
+func TestPackagesImageBased(t *testing.T) {
+	for _, tc := range []struct {
+		name, osRelease string
+		image           bool
+		version, err    string
+	}{
+		{"bottlerocket", "NAME=Bottlerocket\nID=bottlerocket\nVERSION_ID=1.34.0\nBUILD_ID=18d04e52\n", true, "1.34.0", ""},
+		{"flatcar", "ID=flatcar\nVERSION_ID=4081.2.0\n", true, "4081.2.0", ""},
+		{"systemd image fields", "ID=myos\nVERSION_ID=1\nIMAGE_ID=node\nIMAGE_VERSION=2024.05.1\n", true, "2024.05.1", ""},
+		{"ubuntu without dpkg", "ID=ubuntu\nVERSION_ID=22.04\n", false, "", "ubuntu is not a known image-based OS"},
+		{"no os-release", "", false, "", "the OS is unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			if tc.osRelease != "" {
+				if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, filepath.Join(root, "etc/os-release"), tc.osRelease)
+			}
+			r, err := hostfs.Open(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			inv, err := ReadPackages(context.Background(), r)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if inv.ImageBased != tc.image || inv.ImageVersion != tc.version || len(inv.Packages) != 0 || len(inv.Databases) != 0 {
+				t.Errorf("inventory = %v", inv)
+			}
+		})
+	}
+}
