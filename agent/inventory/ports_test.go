@@ -631,3 +631,19 @@ func TestOwnerSearchReadsHighDescriptors(t *testing.T) {
 		t.Errorf("found %d of the listeners %v", found, slices.Collect(maps.Keys(inodes)))
 	}
 }
+
+// BenchmarkScanPorts measures the source on this machine as it is; run it
+// as root, under bench/ports.sh's load for the figures that matter.
+func BenchmarkScanPorts(b *testing.B) {
+	root, err := hostfs.Open("/")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer root.Close()
+	env := &source.Env{Root: root, Proc: "/proc"}
+	for b.Loop() {
+		if _, err := ScanPorts(context.Background(), env); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
