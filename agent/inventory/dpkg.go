@@ -59,7 +59,7 @@ type dpkgField struct {
 
 var (
 	dpkgWants  = []string{"unknown", "install", "hold", "deinstall", "purge"}
-	dpkgFlags  = []string{"ok", "reinstreq", "hold", "hold-reinstreq"}
+	dpkgFlags  = []string{"ok", "reinstreq"}
 	dpkgStates = []string{"not-installed", "config-files", "half-installed", "unpacked",
 		"half-configured", "triggers-awaited", "triggers-pending", "installed"}
 )

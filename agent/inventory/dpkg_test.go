@@ -91,6 +91,8 @@ var dpkgStatusCases = []struct{ name, status string }{
 	{"duplicate field", stanza("a", "install ok installed", "1.0", "amd64", "Version: 2.0")},
 	{"bad status word", stanza("a", "install ok bogus", "1.0", "amd64")},
 	{"short status", stanza("a", "install installed", "1.0", "amd64")},
+	{"old hold flag", stanza("a", "install hold installed", "1.0", "amd64")},
+	{"purge wanted, still installed", stanza("a", "purge ok installed", "1.0", "amd64")},
 	{"missing package", "Status: install ok installed\nVersion: 1.0\n"},
 }
 
