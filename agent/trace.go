@@ -328,6 +328,10 @@ func startTracing(ctx context.Context, log *slog.Logger, proc, nodeName, bootID 
 				flush()
 			case err := <-done:
 				flush()
+				if c, cerr := tr.Counts(); cerr == nil {
+					log.Info("tracing stopped", "seen", c.Seen, "delivered", c.Delivered,
+						"lost_ring_buffer", c.RingBufferLost, "lost_queue", c.QueueLost)
+				}
 				if err != nil {
 					log.Error("tracing stopped", "err", err)
 					t.set(&nodewardv1.TracingStatus{State: nodewardv1.TracingState_TRACING_STATE_UNAVAILABLE, Reason: err.Error()})
