@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nodeward/nodeward/agent/sender"
+	"github.com/nodeward/nodeward/agent/sshtrace"
 	"github.com/nodeward/nodeward/internal/auth"
 	"github.com/nodeward/nodeward/internal/buildinfo"
 	"github.com/nodeward/nodeward/internal/cli"
@@ -28,6 +29,7 @@ type runOptions struct {
 	heartbeat time.Duration
 	spoolDir  string
 	spoolMax  int64
+	sshLogs   []string
 	logLevel  string
 	logFormat string
 }
@@ -56,6 +58,7 @@ with exponential backoff and jitter.`,
 	f.DurationVar(&o.heartbeat, "heartbeat", 30*time.Second, "how often an idle stream tells the collector the node is alive")
 	f.StringVar(&o.spoolDir, "spool-dir", "", "keep unacked data on disk here so a restart loses nothing (a hostPath in the DaemonSet); in memory when empty")
 	f.Int64Var(&o.spoolMax, "spool-max-bytes", 64<<20, "bound on the spool; when full the oldest events are dropped and reported as lost")
+	f.StringSliceVar(&o.sshLogs, "ssh-log", sshtrace.DefaultLogPaths, "sshd log files under the host root that enrich SSH sessions (auth method, key, failed attempts)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.StringVar(&o.auth.CAFile, "tls-ca", "", "CA of the collector's certificate; TLS is used with it, or whenever --collector is not loopback")
@@ -127,12 +130,17 @@ func runAgent(ctx context.Context, o *runOptions) error {
 	})
 	log.Info("agent starting", "node", o.nodeName, "collector", o.collector, "root", o.host.root, "version", buildinfo.Version())
 
-	sendDone := make(chan error, 1)
-	go func() { sendDone <- snd.Run(ctx) }()
+	sendDone := make(chan struct{})
+	go func() {
+		defer close(sendDone)
+		if err := snd.Run(ctx); err != nil {
+			log.Error("sender stopped", "err", err)
+		}
+	}()
 
 	// eBPF tracing (trace.go): events go to the sender in batches, and each
 	// snapshot says whether tracing runs and, if not, why.
-	trc := startTracing(ctx, log, o.host.proc, o.nodeName, strings.TrimSpace(string(bootID)), snd)
+	trc := startTracing(ctx, log, env, o.nodeName, strings.TrimSpace(string(bootID)), o.sshLogs, snd)
 
 	var last *nodewardv1.Snapshot
 	forceSend := true
@@ -188,6 +196,9 @@ func sameContent(a, b *nodewardv1.Snapshot) bool {
 	strip := func(s *nodewardv1.Snapshot) *nodewardv1.Snapshot {
 		c := proto.Clone(s).(*nodewardv1.Snapshot)
 		c.CollectedAt = nil
+		if c.SshActivity != nil {
+			c.SshActivity.Since = nil
+		}
 		for _, st := range c.Sources {
 			st.DurationMicros = 0
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nodeward/nodeward/agent/sender"
+	"github.com/nodeward/nodeward/agent/source"
 	"github.com/nodeward/nodeward/agent/tracer"
 	"github.com/nodeward/nodeward/internal/cli"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
@@ -284,12 +285,13 @@ const (
 
 // startTracing starts the tracer for `run`, batching its events into snd.
 // When eBPF cannot load, the agent runs on without it and says why.
-func startTracing(ctx context.Context, log *slog.Logger, proc, nodeName, bootID string, snd *sender.Sender) *tracing {
+func startTracing(ctx context.Context, log *slog.Logger, env *source.Env, nodeName, bootID string, sshLogs []string, snd *sender.Sender) *tracing {
 	t := &tracing{}
-	tr, err := tracer.New(tracer.Config{NodeName: nodeName, BootID: bootID, Proc: proc, Log: log})
+	tr, err := tracer.New(tracer.Config{NodeName: nodeName, BootID: bootID, Proc: env.Proc, Log: log})
 	if err != nil {
 		log.Warn("tracing unavailable; inventory and checks go on", "reason", err)
 		t.set(&nodewardv1.TracingStatus{State: nodewardv1.TracingState_TRACING_STATE_UNAVAILABLE, Reason: err.Error()})
+		env.SSHUnavailable = "exec tracing is unavailable: " + err.Error()
 		return t
 	}
 	t.set(&nodewardv1.TracingStatus{State: nodewardv1.TracingState_TRACING_STATE_ACTIVE, Programs: tr.Programs()})
@@ -306,6 +308,12 @@ func startTracing(ctx context.Context, log *slog.Logger, proc, nodeName, bootID 
 			snd.EnqueueEvents(b)
 		}
 	}
+	// SSH sessions ride in the same batches; their tracker tags execs.
+	enrich := startSessions(ctx, log, env, nodeName, bootID, sshLogs, func(ev *nodewardv1.Event) {
+		mu.Lock()
+		batch = append(batch, ev)
+		mu.Unlock()
+	})
 	go func() {
 		defer tr.Close()
 		tick := time.NewTicker(batchDelay)
@@ -313,6 +321,9 @@ func startTracing(ctx context.Context, log *slog.Logger, proc, nodeName, bootID 
 		done := make(chan error, 1)
 		go func() {
 			done <- tr.Run(ctx, func(ev *nodewardv1.Event) {
+				if enrich != nil {
+					enrich(ev)
+				}
 				mu.Lock()
 				batch = append(batch, ev)
 				full := len(batch) >= batchMax
