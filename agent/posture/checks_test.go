@@ -204,7 +204,7 @@ func TestOptionsFlowIntoChecks(t *testing.T) {
 	if encryptionOptionsFrom(options.Default()).Lookup != nil {
 		t.Error("EC2 lookup on by default")
 	}
-	p.EC2DescribeVolumes = true
+	p.VolumeLookup = func(context.Context, []string) (map[string]options.Volume, error) { return nil, nil }
 	if encryptionOptionsFrom(p).Lookup == nil {
 		t.Error("EC2 lookup not set when opted in")
 	}

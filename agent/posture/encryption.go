@@ -14,7 +14,6 @@ import (
 	"syscall"
 
 	"github.com/nodeward/nodeward/agent/posture/blockdev"
-	"github.com/nodeward/nodeward/agent/posture/ec2"
 	"github.com/nodeward/nodeward/agent/posture/options"
 	"github.com/nodeward/nodeward/agent/source"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
@@ -31,13 +30,10 @@ func init() {
 }
 
 // VolumeInfo is what the EC2 API says of an EBS volume.
-type VolumeInfo struct {
-	Encrypted bool
-	KMSKeyID  string
-}
+type VolumeInfo = options.Volume
 
 // VolumeLookup asks the cloud about EBS volumes by id.
-type VolumeLookup func(ctx context.Context, ids []string) (map[string]VolumeInfo, error)
+type VolumeLookup = options.VolumeLookup
 
 // encryptionOptions configure the check. The EC2 lookup is opt-in: it
 // needs the node role to allow ec2:DescribeVolumes.
@@ -59,9 +55,7 @@ func defaultEncryptionOptions() encryptionOptions {
 
 func encryptionOptionsFrom(p options.Posture) encryptionOptions {
 	o := defaultEncryptionOptions()
-	if p.EC2DescribeVolumes {
-		o.Lookup = EC2VolumeLookup(ec2.Options{IMDSEndpoint: p.IMDSEndpoint, EC2Endpoint: p.EC2Endpoint})
-	}
+	o.Lookup = p.VolumeLookup
 	return o
 }
 
@@ -317,20 +311,4 @@ func describeDevice(d *blockdev.Device) string {
 		attrs = append(attrs, "ext4-encrypt")
 	}
 	return fmt.Sprintf("%s[%s]", d.Name, strings.Join(attrs, " "))
-}
-
-// EC2VolumeLookup is the opt-in lookup: EC2 DescribeVolumes with the
-// node's instance-role credentials from IMDSv2.
-func EC2VolumeLookup(o ec2.Options) VolumeLookup {
-	return func(ctx context.Context, ids []string) (map[string]VolumeInfo, error) {
-		vols, err := ec2.DescribeVolumes(ctx, o, ids)
-		if err != nil {
-			return nil, err
-		}
-		out := make(map[string]VolumeInfo, len(vols))
-		for id, v := range vols {
-			out[id] = VolumeInfo{Encrypted: v.Encrypted, KMSKeyID: v.KMSKeyID}
-		}
-		return out, nil
-	}
 }

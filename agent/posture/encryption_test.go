@@ -3,7 +3,6 @@ package posture
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,8 +10,6 @@ import (
 	"github.com/nodeward/nodeward/agent/hostfs"
 	"github.com/nodeward/nodeward/agent/posture/blockdev"
 	"github.com/nodeward/nodeward/agent/posture/blockdev/blockdevtest"
-	"github.com/nodeward/nodeward/agent/posture/ec2"
-	"github.com/nodeward/nodeward/agent/posture/ec2/ec2test"
 	"github.com/nodeward/nodeward/agent/source"
 )
 
@@ -51,19 +48,35 @@ func TestEncryptionEBSLookup(t *testing.T) {
 		t.Errorf("failing lookup: %v\n%s", f.GetStatus(), evidenceText(f))
 	}
 
-	// Opted in: IMDSv2 from AWS's simulator, EC2 from a FAKE with a
-	// documented response: the second volume is not encrypted.
-	fake := &ec2test.FakeEC2{}
-	srv := httptest.NewServer(fake)
-	defer srv.Close()
-	o.Lookup = EC2VolumeLookup(ec2.Options{IMDSEndpoint: startIMDS(t), EC2Endpoint: srv.URL})
+	// Opted in: one lookup for both volumes; the second is not encrypted.
+	// (agent/posture/ec2 tests the real lookup against AWS's IMDS
+	// simulator and a fake EC2.)
+	var calls [][]string
+	answer := map[string]VolumeInfo{
+		"vol-0123456789abcdef0": {Encrypted: true, KMSKeyID: "arn:aws:kms:us-east-1:0123456789:key/1a2b"},
+		"vol-0fedcba9876543210": {Encrypted: false},
+	}
+	o.Lookup = func(_ context.Context, ids []string) (map[string]VolumeInfo, error) {
+		calls = append(calls, ids)
+		return answer, nil
+	}
 	f = runEncryption(ctx, env, o)[0]
 	ev := evidenceText(f)
 	if f.GetStatus() != statFail || !strings.Contains(ev, "vol-0123456789abcdef0 | Encrypted=true KmsKeyId=arn:aws:kms:") || !strings.Contains(ev, "vol-0fedcba9876543210 | Encrypted=false") {
 		t.Errorf("lookup: %v\n%s", f.GetStatus(), ev)
 	}
-	if len(fake.Requests) != 1 || fake.Requests[0].Get("VolumeId.1") == "" || fake.Requests[0].Get("VolumeId.2") == "" {
-		t.Errorf("want one DescribeVolumes call for both volumes, got %v", fake.Requests)
+	if len(calls) != 1 || len(calls[0]) != 2 {
+		t.Errorf("want one lookup for both volumes, got %v", calls)
+	}
+	// Both encrypted: pass.
+	answer["vol-0fedcba9876543210"] = VolumeInfo{Encrypted: true}
+	if f = runEncryption(ctx, env, o)[0]; f.GetStatus() != statPass {
+		t.Errorf("both encrypted: %v\n%s", f.GetStatus(), evidenceText(f))
+	}
+	// The API leaving a volume out: unknown for it.
+	delete(answer, "vol-0fedcba9876543210")
+	if f = runEncryption(ctx, env, o)[0]; f.GetStatus() != statUnknown || !strings.Contains(evidenceText(f), "did not return this volume") {
+		t.Errorf("missing volume: %v\n%s", f.GetStatus(), evidenceText(f))
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/nodeward/nodeward/agent/posture/options"
 )
 
 // Options say where IMDS and EC2 are. Zero values mean the real ones: IMDS
@@ -102,6 +103,22 @@ func DescribeVolumes(ctx context.Context, o Options, ids []string) (map[string]V
 		return vols, errors.New("ec2:DescribeVolumes returned no volumes")
 	}
 	return vols, nil
+}
+
+// VolumeLookup is the posture checks' opt-in EBS lookup backed by
+// DescribeVolumes.
+func VolumeLookup(o Options) options.VolumeLookup {
+	return func(ctx context.Context, ids []string) (map[string]options.Volume, error) {
+		vols, err := DescribeVolumes(ctx, o, ids)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]options.Volume, len(vols))
+		for id, v := range vols {
+			out[id] = options.Volume{Encrypted: v.Encrypted, KMSKeyID: v.KMSKeyID}
+		}
+		return out, nil
+	}
 }
 
 // staticCreds hands the credentials read from IMDS to the client as they

@@ -47,6 +47,20 @@ func TestDescribeVolumesIMDSv2AndFakeEC2(t *testing.T) {
 	}
 }
 
+// The adapter the posture checks take answers with the same volumes.
+func TestVolumeLookup(t *testing.T) {
+	srv := httptest.NewServer(&ec2test.FakeEC2{})
+	defer srv.Close()
+	lookup := ec2.VolumeLookup(ec2.Options{IMDSEndpoint: startIMDS(t), EC2Endpoint: srv.URL})
+	got, err := lookup(context.Background(), []string{"vol-0123456789abcdef0", "vol-0fedcba9876543210"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got["vol-0123456789abcdef0"].Encrypted || got["vol-0fedcba9876543210"].Encrypted || !strings.HasPrefix(got["vol-0123456789abcdef0"].KMSKeyID, "arn:aws:kms:") {
+		t.Errorf("%+v", got)
+	}
+}
+
 // IMDSv1 is refused: against a metadata service that gives no token the
 // lookup fails instead of falling back.
 func TestDescribeVolumesNoIMDSv1Fallback(t *testing.T) {

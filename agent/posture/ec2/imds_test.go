@@ -15,8 +15,8 @@ import (
 	"github.com/nodeward/nodeward/internal/testutil"
 )
 
-// This file is the same in agent/posture and agent/posture/ec2: test
-// helpers that run commands must live in _test.go files.
+// Test helpers that run commands live in _test.go files: no agent package
+// runs commands.
 
 var (
 	aemmOnce sync.Once

@@ -5,6 +5,7 @@
 package options
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -20,12 +21,20 @@ type Posture struct {
 	AllowPorts []Port
 	// UnwantedPackages extend the list of packages a node should not carry.
 	UnwantedPackages []string
-	// EC2DescribeVolumes opts in to asking EC2 whether EBS volumes are
-	// encrypted (needs ec2:DescribeVolumes on the node role).
-	EC2DescribeVolumes bool
-	// IMDSEndpoint and EC2Endpoint override the AWS endpoints ("" = real).
-	IMDSEndpoint, EC2Endpoint string
+	// VolumeLookup, when set, asks the cloud whether EBS volumes are
+	// encrypted: the opt-in (agent/posture/ec2.VolumeLookup asks EC2 with
+	// the node role, which needs ec2:DescribeVolumes).
+	VolumeLookup VolumeLookup
 }
+
+// Volume is what the cloud says of one EBS volume.
+type Volume struct {
+	Encrypted bool
+	KMSKeyID  string
+}
+
+// VolumeLookup asks the cloud about EBS volumes by id ("vol-...").
+type VolumeLookup func(ctx context.Context, ids []string) (map[string]Volume, error)
 
 // Default is the configuration the checks use when none is given.
 func Default() Posture {
