@@ -13,6 +13,7 @@ import (
 	"github.com/nodeward/nodeward/internal/buildinfo"
 	"github.com/nodeward/nodeward/internal/cli"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func main() {
@@ -47,6 +48,17 @@ as the collector; the other verbs ask a running collector (--server, or $NODEWAR
 	cl.addFlags(root)
 	root.AddCommand(serveCmd(), nodesCmd(cl), nodeCmd(cl), findingsCmd(cl), packagesCmd(cl), portsCmd(cl), changesCmd(cl),
 		eventsCmd(cl), tailCmd(cl), loadtestCmd(cl))
+	// Aliases in the words SREs reach for first: --type for --kind (as in
+	// `tail --type ssh`), --ssh-session for --session.
+	root.SetGlobalNormalizationFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		switch name {
+		case "type":
+			name = "kind"
+		case "ssh-session":
+			name = "session"
+		}
+		return pflag.NormalizedName(name)
+	})
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(stderr, "nodeward: %s\n", cli.Describe(err, cl.server))
 		return 1
