@@ -31,20 +31,25 @@ import (
 const portsHelperEnv = "NODEWARD_PORTS_HELPER"
 
 func init() {
-	if os.Getenv(portsHelperEnv) == "1" {
+	if v := os.Getenv(portsHelperEnv); v == "1" || v == "loopback" {
 		os.Exit(portsHelper())
 	}
 }
 
-// portsHelper listens on TCP [::] and UDP 0.0.0.0, prints the ports, and
-// holds them until its stdin closes.
+// portsHelper listens on TCP [::] and UDP 0.0.0.0 (on loopback when
+// NODEWARD_PORTS_HELPER is "loopback"), prints the ports, and holds them
+// until its stdin closes.
 func portsHelper() int {
-	tcp, err := net.Listen("tcp6", "[::]:0")
+	tcpAddr, udpAddr := "[::]:0", "0.0.0.0:0"
+	if os.Getenv(portsHelperEnv) == "loopback" {
+		tcpAddr, udpAddr = "[::1]:0", "127.0.0.1:0"
+	}
+	tcp, err := net.Listen("tcp6", tcpAddr)
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
 	}
-	udp, err := net.ListenPacket("udp4", "0.0.0.0:0")
+	udp, err := net.ListenPacket("udp4", udpAddr)
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -425,38 +430,7 @@ func TestPortsMatchSS(t *testing.T) {
 	t.Cleanup(func() { inNS.Close() })
 	wants[inodeOfConn(t, inNS.(*net.TCPListener))] = want{nodewardv1.Protocol_PROTOCOL_TCP, "127.0.0.1", uint32(inNS.Addr().(*net.TCPAddr).Port), nodewardv1.Exposure_EXPOSURE_LOOPBACK, os.Getpid(), false}
 
-	helper := exec.Command("ip", "netns", "exec", ns, os.Args[0])
-	helper.Env = append(os.Environ(), portsHelperEnv+"=1")
-	stdin, err := helper.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := helper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		done := make(chan struct{})
-		go func() { _ = helper.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = helper.Process.Kill()
-			<-done
-		}
-	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("helper: %v", err)
-	}
-	var helperTCP, helperUDP uint32
-	if _, err := fmt.Sscanf(line, "ready %d %d", &helperTCP, &helperUDP); err != nil {
-		t.Fatalf("helper said %q", line)
-	}
+	helper, helperTCP, helperUDP := startPortsHelper(t, "1", "ip", "netns", "exec", ns, os.Args[0])
 
 	root, err := hostfs.Open("/")
 	if err != nil {
@@ -546,6 +520,136 @@ func TestPortsMatchSS(t *testing.T) {
 	if inv.NetnsCount < 2 {
 		t.Errorf("netns_count = %d, want at least the host's and %s", inv.NetnsCount, ns)
 	}
+}
+
+// startPortsHelper starts this test binary as a helper process (through
+// the command given, which ends with os.Args[0]), waits until it listens
+// and stops it when the test ends. It returns the helper and its TCP and
+// UDP ports.
+func startPortsHelper(t *testing.T, mode string, command ...string) (*exec.Cmd, uint32, uint32) {
+	t.Helper()
+	helper := exec.Command(command[0], command[1:]...)
+	helper.Env = append(os.Environ(), portsHelperEnv+"="+mode)
+	stdin, err := helper.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = helper.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = helper.Process.Kill()
+			<-done
+		}
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	var tcp, udp uint32
+	if _, err := fmt.Sscanf(line, "ready %d %d", &tcp, &udp); err != nil {
+		t.Fatalf("helper said %q", line)
+	}
+	return helper, tcp, udp
+}
+
+// TestPortsOwnerCgroup moves a listening process into a cgroup named as
+// containerd and kubelet's systemd driver name a container's, and checks the
+// port carries that container id and pod uid: the real kernel's
+// /proc/PID/cgroup, read and parsed as on a node.
+func TestPortsOwnerCgroup(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	mount := cgroupMount(t)
+	const (
+		podUID = "5d3c2b1a-0f9e-4d8c-b7a6-958473625140"
+		cid    = "c0ffee00d15ea5e0123456789abcdef0123456789abcdef0123456789abcdef"
+	)
+	slice := "kubepods-besteffort-pod" + strings.ReplaceAll(podUID, "-", "_") + ".slice"
+	dirs := []string{
+		mount + "/nwtest-kubepods.slice",
+		mount + "/nwtest-kubepods.slice/" + slice,
+		mount + "/nwtest-kubepods.slice/" + slice + "/cri-containerd-" + cid + ".scope",
+	}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatalf("make cgroup: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		for i := len(dirs) - 1; i >= 0; i-- {
+			// The helper has exited by now (cleanups run last first), so the
+			// cgroup is empty; rmdir can still race its exit briefly.
+			for try := 0; try < 50; try++ {
+				if err := os.Remove(dirs[i]); err == nil || os.IsNotExist(err) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	helper, tcpPort, _ := startPortsHelper(t, "loopback", os.Args[0])
+	if err := os.WriteFile(dirs[2]+"/cgroup.procs", []byte(strconv.Itoa(helper.Process.Pid)), 0o644); err != nil {
+		t.Fatalf("move helper into the cgroup: %v", err)
+	}
+
+	root, err := hostfs.Open("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	inv, err := ScanPorts(context.Background(), &source.Env{Root: root, Proc: "/proc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found *nodewardv1.ListeningPort
+	for _, p := range inv.Ports {
+		if p.Pid == uint32(helper.Process.Pid) && p.Protocol == nodewardv1.Protocol_PROTOCOL_TCP && p.Port == tcpPort {
+			found = p
+		}
+	}
+	if found == nil {
+		t.Fatalf("helper's listener [::1]:%d (pid %d) not listed", tcpPort, helper.Process.Pid)
+	}
+	if found.ContainerId != cid || found.PodUid != podUID {
+		t.Errorf("container %q pod %q, want %q %q", found.ContainerId, found.PodUid, cid, podUID)
+	}
+}
+
+// cgroupMount finds a cgroup hierarchy to make test cgroups in: the unified
+// (v2) one, else the v1 pids controller.
+func cgroupMount(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v1 string
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		switch {
+		case f[2] == "cgroup2":
+			return f[1]
+		case f[2] == "cgroup" && slices.Contains(strings.Split(f[3], ","), "pids"):
+			v1 = f[1]
+		}
+	}
+	if v1 == "" {
+		testutil.Unavailable(t, "no writable cgroup hierarchy mounted")
+	}
+	return v1
 }
 
 func exeBase(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
