@@ -274,7 +274,7 @@ func dialNS(ns *netNS, procFD int) (*sockdiag.Conn, error) {
 	if ns.file != nil {
 		return sockdiag.DialNetNS(int(ns.file.Fd()))
 	}
-	var err error = fs.ErrNotExist
+	err := fs.ErrNotExist
 	for _, pid := range ns.pids {
 		fd, oerr := unix.Openat(procFD, strconv.Itoa(pid)+"/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if oerr != nil {
