@@ -88,6 +88,12 @@ func ScanPorts(ctx context.Context, env *source.Env) (*nodewardv1.PortInventory,
 	if err := search.run(ctx); err != nil {
 		return nil, err
 	}
+	if len(search.unmatched) > 0 {
+		reason := search.unknownReason()
+		for _, p := range search.unmatched {
+			p.OwnerUnknownReason = reason
+		}
+	}
 	slog.Debug("ports: owner search", "listeners", len(inv.Ports), "unowned", len(search.unmatched),
 		"processes", len(procs), "fds_read", search.fdsRead, "denied", search.denied)
 	if len(search.unmatched) > 0 && search.denied > 0 && search.denied*2 > search.visited {

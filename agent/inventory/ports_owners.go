@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"golang.org/x/sys/unix"
@@ -82,6 +83,9 @@ type ownerSearch struct {
 	link   []byte
 
 	fdsRead, visited, denied int
+	// deniedPids are the first few processes whose descriptors the agent
+	// may not read.
+	deniedPids []int
 }
 
 type nsUID struct {
@@ -208,8 +212,29 @@ func (s *ownerSearch) scan(p *procEntry, end int) {
 func (s *ownerSearch) done(p *procEntry, err error) {
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 		s.denied++
+		if len(s.deniedPids) < 5 {
+			s.deniedPids = append(s.deniedPids, p.pid)
+		}
 	}
 	p.next = -1
+}
+
+// unknownReason says why the sockets still unmatched after a full search
+// have no owner.
+func (s *ownerSearch) unknownReason() string {
+	if s.denied == 0 {
+		return "no process holds it: a kernel socket, or its holder exited during the scan"
+	}
+	pids := make([]string, len(s.deniedPids))
+	for i, p := range s.deniedPids {
+		pids[i] = strconv.Itoa(p)
+	}
+	more := ""
+	if s.denied > len(s.deniedPids) {
+		more = ", ..."
+	}
+	return fmt.Sprintf("no readable process holds it: a kernel socket, or a process whose descriptors the agent may not read (%d such: pid %s%s)",
+		s.denied, strings.Join(pids, ", "), more)
 }
 
 // walkDirents calls fn with the name of each struct linux_dirent64 in b,

@@ -328,6 +328,10 @@ func compareWithSS(ours []*nodewardv1.ListeningPort, before, after map[uint64]ss
 		switch {
 		case len(s.pids) == 0 && p.Pid != 0:
 			problems = append(problems, fmt.Sprintf("ours has owner %d, ss none: %+v", p.Pid, s))
+		case len(s.pids) == 0 && p.OwnerUnknownReason == "":
+			problems = append(problems, fmt.Sprintf("no owner and no reason: %v", p))
+		case p.Pid != 0 && p.OwnerUnknownReason != "":
+			problems = append(problems, fmt.Sprintf("owner %d with a reason it is unknown: %v", p.Pid, p))
 		case len(s.pids) > 0 && !slices.Contains(s.pids, p.Pid):
 			problems = append(problems, fmt.Sprintf("owner %d not among ss's %v for %+v", p.Pid, s.pids, s))
 		}

@@ -548,10 +548,13 @@ type ListeningPort struct {
 	// Whether netns is the host's own network namespace.
 	HostNetns bool `protobuf:"varint,13,opt,name=host_netns,json=hostNetns,proto3" json:"host_netns,omitempty"`
 	// 4 or 6.
-	IpVersion     uint32 `protobuf:"varint,14,opt,name=ip_version,json=ipVersion,proto3" json:"ip_version,omitempty"`
-	SocketInode   uint64 `protobuf:"varint,15,opt,name=socket_inode,json=socketInode,proto3" json:"socket_inode,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IpVersion   uint32 `protobuf:"varint,14,opt,name=ip_version,json=ipVersion,proto3" json:"ip_version,omitempty"`
+	SocketInode uint64 `protobuf:"varint,15,opt,name=socket_inode,json=socketInode,proto3" json:"socket_inode,omitempty"`
+	// Why pid is 0: no process the agent may read holds the socket (a kernel
+	// socket, or a process whose descriptors it may not read).
+	OwnerUnknownReason string `protobuf:"bytes,16,opt,name=owner_unknown_reason,json=ownerUnknownReason,proto3" json:"owner_unknown_reason,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ListeningPort) Reset() {
@@ -689,6 +692,13 @@ func (x *ListeningPort) GetSocketInode() uint64 {
 	return 0
 }
 
+func (x *ListeningPort) GetOwnerUnknownReason() string {
+	if x != nil {
+		return x.OwnerUnknownReason
+	}
+	return ""
+}
+
 type PortInventory struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Ports []*ListeningPort       `protobuf:"bytes,1,rep,name=ports,proto3" json:"ports,omitempty"`
@@ -776,7 +786,7 @@ const file_nodeward_v1_inventory_proto_rawDesc = "" +
 	"\x0finstalled_count\x18\x03 \x01(\rR\x0einstalledCount\x12\x1f\n" +
 	"\vimage_based\x18\x04 \x01(\bR\n" +
 	"imageBased\x12#\n" +
-	"\rimage_version\x18\x05 \x01(\tR\fimageVersion\"\xc9\x03\n" +
+	"\rimage_version\x18\x05 \x01(\tR\fimageVersion\"\xfb\x03\n" +
 	"\rListeningPort\x121\n" +
 	"\bprotocol\x18\x01 \x01(\x0e2\x15.nodeward.v1.ProtocolR\bprotocol\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -795,7 +805,8 @@ const file_nodeward_v1_inventory_proto_rawDesc = "" +
 	"host_netns\x18\r \x01(\bR\thostNetns\x12\x1d\n" +
 	"\n" +
 	"ip_version\x18\x0e \x01(\rR\tipVersion\x12!\n" +
-	"\fsocket_inode\x18\x0f \x01(\x04R\vsocketInode\"b\n" +
+	"\fsocket_inode\x18\x0f \x01(\x04R\vsocketInode\x120\n" +
+	"\x14owner_unknown_reason\x18\x10 \x01(\tR\x12ownerUnknownReason\"b\n" +
 	"\rPortInventory\x120\n" +
 	"\x05ports\x18\x01 \x03(\v2\x1a.nodeward.v1.ListeningPortR\x05ports\x12\x1f\n" +
 	"\vnetns_count\x18\x02 \x01(\rR\n" +
