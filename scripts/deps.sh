@@ -21,6 +21,7 @@ pkgs=(
   postgresql                       # the PostgreSQL store's conformance tests
   prometheus                       # promtool check metrics
   podman buildah runc uidmap       # make image without a Docker engine
+  containerd                       # a real CRI runtime for the pod-name tests (agent/cri)
   rsyslog                          # sshd's auth log for the SSH enrichment tests
   clang llvm libbpf-dev bpftool    # make generate: the eBPF objects
   protobuf-compiler libprotobuf-dev

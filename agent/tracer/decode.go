@@ -240,6 +240,23 @@ func (t *Tracer) attribute(p *nodewardv1.Process, v2, mem uint64) {
 	if first.PodUID != "" {
 		p.Pod = &nodewardv1.Pod{Uid: first.PodUID}
 	}
+	namePod(p, t.cfg.Pods)
+}
+
+// namePod adds the pod's name and namespace and the container's name from
+// the runtime, when it knows the container.
+func namePod(p *nodewardv1.Process, pods PodNamer) {
+	if pods == nil || p.ContainerId == "" {
+		return
+	}
+	named, ok := pods.Lookup(p.ContainerId)
+	if !ok {
+		return
+	}
+	if p.Pod == nil {
+		p.Pod = &nodewardv1.Pod{Uid: named.Uid}
+	}
+	p.Pod.Name, p.Pod.Namespace, p.Pod.ContainerName = named.Name, named.Namespace, named.ContainerName
 }
 
 // reportLoss emits a loss event when the counters moved since last.

@@ -54,7 +54,17 @@ type Config struct {
 	// PollInterval bounds how long an event may wait in the ring buffer
 	// when the node is quiet. Default 100ms.
 	PollInterval time.Duration
-	Log          *slog.Logger
+	// Pods names the pod and container behind a container id (the CRI
+	// cache); nil leaves events with the container id and pod uid the
+	// cgroup path gives. It is called on the event path and must not block.
+	Pods PodNamer
+	Log  *slog.Logger
+}
+
+// PodNamer looks up a container id's pod name, namespace and container name
+// without blocking. The returned Pod is shared and only read.
+type PodNamer interface {
+	Lookup(containerID string) (*nodewardv1.Pod, bool)
 }
 
 // Counts are the tracer's running totals, by kind ("exec", "exit", "fork").

@@ -1,0 +1,324 @@
+package cri
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nodeward/nodeward/agent/hostfs"
+	"github.com/nodeward/nodeward/agent/tracer"
+	"github.com/nodeward/nodeward/internal/testutil"
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestRealContainerd runs a pod in a real containerd through the CRI API
+// and checks that the client names it, and that an exec inside the
+// container, traced with eBPF, carries the pod's name and namespace.
+func TestRealContainerd(t *testing.T) {
+	ctd := startContainerd(t)
+	token := strconv.FormatInt(time.Now().UnixNano(), 36)
+	p := ctd.runPod(t, "web-"+token, "team-"+token, "app")
+
+	root, err := hostfs.Open(ctd.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = root.Close() })
+	// Discovered under the host root, not configured.
+	client := New(Config{Root: root, MinRefresh: 50 * time.Millisecond, Log: testLog(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- client.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	t.Run("client", func(t *testing.T) {
+		// The first lookup may miss; it schedules the refresh that names it.
+		var got *nodewardv1.Pod
+		waitFor(t, 10*time.Second, func() bool {
+			var ok bool
+			got, ok = client.Lookup(p.containerID)
+			return ok
+		})
+		want := &nodewardv1.Pod{Uid: p.uid, Name: p.name, Namespace: p.namespace, ContainerName: p.container}
+		if !equalPod(got, want) {
+			t.Errorf("Lookup(container) = %v, want %v", got, want)
+		}
+		sb, ok := client.Lookup(p.sandboxID)
+		want.ContainerName = ""
+		if !ok || !equalPod(sb, want) {
+			t.Errorf("Lookup(sandbox) = %v, %v; want %v", sb, ok, want)
+		}
+		if r := client.Unreachable(); r != "" {
+			t.Errorf("Unreachable() = %q with a running containerd", r)
+		}
+		// An id the runtime does not know misses, and is not asked about
+		// again on every event.
+		unknown := strings.Repeat("ab", 32)
+		if _, ok := client.Lookup(unknown); ok {
+			t.Fatal("Lookup(unknown id) hit")
+		}
+		before := client.Refreshes()
+		waitFor(t, 5*time.Second, func() bool { return client.Refreshes() > before })
+		time.Sleep(100 * time.Millisecond) // let that refresh settle the miss
+		settled := client.Refreshes()
+		for range 100 {
+			client.Lookup(unknown)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if n := client.Refreshes() - settled; n > 0 {
+			t.Errorf("%d refreshes for an id the runtime had already said it does not know", n)
+		}
+	})
+
+	t.Run("traced exec", func(t *testing.T) {
+		testutil.RequirePrivileged(t)
+		boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		tr, err := tracer.New(tracer.Config{
+			NodeName: "test-node",
+			BootID:   strings.TrimSpace(string(boot)),
+			Proc:     "/proc",
+			Pods:     client,
+			Log:      testLog(t),
+		})
+		if err != nil {
+			testutil.Unavailable(t, "eBPF tracer: "+err.Error())
+		}
+		t.Cleanup(func() { _ = tr.Close() })
+		var (
+			mu     sync.Mutex
+			events []*nodewardv1.Event
+		)
+		tctx, tcancel := context.WithCancel(context.Background())
+		tdone := make(chan error, 1)
+		go func() {
+			tdone <- tr.Run(tctx, func(ev *nodewardv1.Event) {
+				if ev.GetExec() == nil {
+					return
+				}
+				mu.Lock()
+				events = append(events, ev)
+				mu.Unlock()
+			})
+		}()
+		defer func() {
+			tcancel()
+			if err := <-tdone; err != nil {
+				t.Errorf("tracer Run: %v", err)
+			}
+		}()
+		waitFor(t, 10*time.Second, func() bool { return tr.Cache().Len() > 0 })
+
+		marker := "marker-" + token
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		res, err := ctd.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: p.containerID, Cmd: []string{"/sleeper", "echo", marker}, Timeout: 20})
+		if err != nil {
+			t.Fatalf("ExecSync: %v\n%s", err, ctd.log())
+		}
+		if res.GetExitCode() != 0 || strings.TrimSpace(string(res.GetStdout())) != marker {
+			t.Fatalf("ExecSync: exit %d, stdout %q, stderr %q", res.GetExitCode(), res.GetStdout(), res.GetStderr())
+		}
+		var proc *nodewardv1.Process
+		waitFor(t, 10*time.Second, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, ev := range events {
+				if pr := ev.GetExec().GetProcess(); slices.Contains(pr.GetArgs(), marker) {
+					proc = pr
+					return true
+				}
+			}
+			return false
+		})
+		if proc.GetFilename() != "/sleeper" {
+			t.Errorf("filename = %q, want /sleeper", proc.GetFilename())
+		}
+		if proc.GetContainerId() != p.containerID {
+			t.Errorf("container id = %q (cgroup %q), want %q", proc.GetContainerId(), proc.GetCgroupPath(), p.containerID)
+		}
+		want := &nodewardv1.Pod{Uid: p.uid, Name: p.name, Namespace: p.namespace, ContainerName: p.container}
+		if !equalPod(proc.GetPod(), want) {
+			t.Errorf("pod = %v, want %v", proc.GetPod(), want)
+		}
+	})
+}
+
+// TestUnreachableSaysSoOnce points the client at a socket nobody serves and
+// at a host root with none: every lookup misses at once, the reason is
+// kept, and the warning is logged once however often it retries.
+func TestUnreachableSaysSoOnce(t *testing.T) {
+	dir := t.TempDir()
+	root, err := hostfs.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	for _, tc := range []struct{ name, socket, reason string }{
+		{"none found", "", "no CRI socket found"},
+		{"configured, missing", "/run/containerd/containerd.sock", "not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &countHandler{}
+			c := New(Config{Root: root, Socket: tc.socket, TTL: 20 * time.Millisecond, MinRefresh: time.Millisecond, Log: slog.New(logs)})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			waitFor(t, 5*time.Second, func() bool { return strings.Contains(c.Unreachable(), tc.reason) })
+			for i := range 50 {
+				start := time.Now()
+				if _, ok := c.Lookup(strconv.Itoa(i)); ok {
+					t.Fatal("lookup hit without a runtime")
+				}
+				if d := time.Since(start); d > 50*time.Millisecond {
+					t.Errorf("a lookup took %v without a runtime", d)
+				}
+			}
+			time.Sleep(200 * time.Millisecond) // several TTLs of retries
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run = %v, want nil when the context ends", err)
+			}
+			if n := logs.warnings(); n != 1 {
+				t.Errorf("%d warnings about the unreachable runtime, want 1", n)
+			}
+		})
+	}
+}
+
+// TestDiscover finds a real listening socket under a host root, through
+// the /var/run link as a configured path, and refuses what is not a socket.
+func TestDiscover(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"run/crio", "run/containerd"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "var"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// An absolute link, as on hosts: it must resolve inside the root.
+	if err := os.Symlink("/run", filepath.Join(dir, "var/run")); err != nil {
+		t.Fatal(err)
+	}
+	// A regular file where containerd's socket would be: not a socket.
+	if err := os.WriteFile(filepath.Join(dir, "run/containerd/containerd.sock"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", filepath.Join(dir, "run/crio/crio.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	root, err := hostfs.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+
+	want := filepath.Join(dir, "run/crio/crio.sock")
+	if got, err := Discover(root, "", DefaultSockets); err != nil || got != want {
+		t.Errorf("Discover = %q, %v; want %q", got, err, want)
+	}
+	if got, err := Discover(root, "/var/run/crio/crio.sock", DefaultSockets); err != nil || got != want {
+		t.Errorf("Discover(/var/run/crio/crio.sock) = %q, %v; want %q", got, err, want)
+	}
+	if _, err := Discover(root, "/run/containerd/containerd.sock", DefaultSockets); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Discover(a regular file) error = %v, want not a socket", err)
+	}
+	if _, err := Discover(root, "", []string{"/run/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock"}); err == nil {
+		t.Error("Discover found a socket among a regular file and a missing path")
+	}
+}
+
+// TestBuild maps containers through their sandbox, falls back to the
+// kubelet's labels when the sandbox was not listed, and stays bounded.
+func TestBuild(t *testing.T) {
+	sbs := []*runtimeapi.PodSandbox{
+		{Id: "sb1", Metadata: &runtimeapi.PodSandboxMetadata{Name: "web-0", Uid: "u1", Namespace: "shop"}},
+	}
+	cs := []*runtimeapi.Container{
+		{Id: "c1", PodSandboxId: "sb1", Metadata: &runtimeapi.ContainerMetadata{Name: "nginx"}},
+		{Id: "c2", PodSandboxId: "sb-gone", Metadata: &runtimeapi.ContainerMetadata{Name: "worker"},
+			Labels: map[string]string{labelPodName: "job-1", labelPodNamespace: "batch", labelPodUID: "u2"}},
+	}
+	m, truncated := build(sbs, cs, 10)
+	if truncated || len(m) != 3 {
+		t.Fatalf("build: %d entries, truncated %v; want 3, false", len(m), truncated)
+	}
+	for id, want := range map[string]*nodewardv1.Pod{
+		"sb1": {Uid: "u1", Name: "web-0", Namespace: "shop"},
+		"c1":  {Uid: "u1", Name: "web-0", Namespace: "shop", ContainerName: "nginx"},
+		"c2":  {Uid: "u2", Name: "job-1", Namespace: "batch", ContainerName: "worker"},
+	} {
+		if !equalPod(m[id], want) {
+			t.Errorf("%s: %v, want %v", id, m[id], want)
+		}
+	}
+	if m, truncated := build(sbs, cs, 2); !truncated || len(m) != 2 {
+		t.Errorf("build bounded to 2: %d entries, truncated %v", len(m), truncated)
+	}
+}
+
+func equalPod(a, b *nodewardv1.Pod) bool {
+	return a.GetUid() == b.GetUid() && a.GetName() == b.GetName() && a.GetNamespace() == b.GetNamespace() && a.GetContainerName() == b.GetContainerName()
+}
+
+func waitFor(t *testing.T, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v", d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// countHandler counts the warnings logged.
+type countHandler struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		h.mu.Lock()
+		h.n++
+		h.mu.Unlock()
+	}
+	return nil
+}
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countHandler) WithGroup(string) slog.Handler      { return h }
+func (h *countHandler) warnings() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
+}
