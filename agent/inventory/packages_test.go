@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nodeward/nodeward/agent/hostfs"
 	"github.com/nodeward/nodeward/agent/source"
@@ -261,7 +262,9 @@ func runReport(t *testing.T, bin, root string, wantExit int) *nodewardv1.Snapsho
 }
 
 // TestPackagesMatchDpkgQueryLive compares the inventory of this machine
-// with the real dpkg-query -W, the oracle for dpkg semantics.
+// with the real dpkg-query -W, the oracle for dpkg semantics. Another
+// test may install a package meanwhile, so a mismatch is retried with a
+// fresh pair of reads before it counts.
 func TestPackagesMatchDpkgQueryLive(t *testing.T) {
 	if _, err := os.Stat("/var/lib/dpkg/status"); err != nil {
 		testutil.Unavailable(t, "this machine has no dpkg database")
@@ -270,31 +273,40 @@ func TestPackagesMatchDpkgQueryLive(t *testing.T) {
 	if err != nil {
 		testutil.Unavailable(t, "dpkg-query not installed")
 	}
-	out, err := exec.Command(dq, "-W", "-f",
-		`${Package}\t${Version}\t${Architecture}\t${db:Status-Status}\t${source:Package}\t${source:Version}\n`).Output()
-	if err != nil {
-		t.Fatalf("dpkg-query: %v", err)
-	}
-	want := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
 	root, err := hostfs.Open("/")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	inv, err := ReadPackages(context.Background(), root)
-	if err != nil {
-		t.Fatalf("ReadPackages: %v", err)
-	}
-	var dpkg []*nodewardv1.Package
-	for _, p := range inv.Packages {
-		if p.Manager == nodewardv1.PackageManager_PACKAGE_MANAGER_DPKG {
-			dpkg = append(dpkg, p)
+	read := func() (got, want []string, dpkg []*nodewardv1.Package) {
+		out, err := exec.Command(dq, "-W", "-f",
+			`${Package}\t${Version}\t${Architecture}\t${db:Status-Status}\t${source:Package}\t${source:Version}\n`).Output()
+		if err != nil {
+			t.Fatalf("dpkg-query: %v", err)
 		}
+		inv, err := ReadPackages(context.Background(), root)
+		if err != nil {
+			t.Fatalf("ReadPackages: %v", err)
+		}
+		for _, p := range inv.Packages {
+			if p.Manager == nodewardv1.PackageManager_PACKAGE_MANAGER_DPKG {
+				dpkg = append(dpkg, p)
+			}
+		}
+		got, want = rowsFor("dpkg", dpkg), strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+		slices.Sort(got)
+		slices.Sort(want)
+		return got, want, dpkg
+	}
+	got, want, dpkg := read()
+	for try := 0; try < 3 && !slices.Equal(got, want); try++ {
+		time.Sleep(2 * time.Second)
+		got, want, dpkg = read()
 	}
 	if len(dpkg) != len(want) {
 		t.Errorf("%d dpkg packages, dpkg-query lists %d", len(dpkg), len(want))
 	}
-	diffRows(t, "live dpkg", rowsFor("dpkg", dpkg), want)
+	diffRows(t, "live dpkg", got, want)
 	// Every installed package has an info/*.list file, so a time from it.
 	for _, p := range dpkg {
 		if p.State == "installed" && p.InstallTimeSource != nodewardv1.InstallTimeSource_INSTALL_TIME_SOURCE_DPKG_INFO_MTIME {
