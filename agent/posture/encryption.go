@@ -163,15 +163,22 @@ func runEncryption(ctx context.Context, env *source.Env, opts encryptionOptions)
 		ebs, ebsErr = opts.Lookup(ctx, ebsIDs)
 	}
 
-	worst := statPass
+	worst, judged := statPass, false
 	rank := map[nodewardv1.FindingStatus]int{statPass: 0, statUnknown: 1, statError: 1, statFail: 2}
 	for _, k := range keys {
 		v := vols[k]
 		st, e := judgeVolume(v, ebs, ebsErr, opts)
 		f.Evidence = append(f.Evidence, e...)
+		if st == statNA {
+			continue
+		}
+		judged = true
 		if rank[st] > rank[worst] {
 			worst = st
 		}
+	}
+	if !judged {
+		worst = statNA
 	}
 	if worst == statError {
 		worst = statUnknown
@@ -182,7 +189,12 @@ func runEncryption(ctx context.Context, env *source.Env, opts encryptionOptions)
 
 // judgeVolume decides one device from the top of its chain down.
 func judgeVolume(v *volume, ebs map[string]VolumeInfo, ebsErr error, opts encryptionOptions) (nodewardv1.FindingStatus, []*nodewardv1.Evidence) {
-	where := fmt.Sprintf("%s (%s %s)", strings.Join(v.mountPoints, ", "), v.majmin, v.fstype)
+	mps := v.mountPoints
+	if len(mps) > 4 {
+		// A PV mounted for many pods: name a few.
+		mps = append(mps[:4:4], fmt.Sprintf("and %d more", len(v.mountPoints)-4))
+	}
+	where := fmt.Sprintf("%s (%s %s)", strings.Join(mps, ", "), v.majmin, v.fstype)
 	if v.chain == nil {
 		return statUnknown, []*nodewardv1.Evidence{evd(where, "", "cannot follow the device in sysfs: "+v.chainErr.Error())}
 	}
@@ -237,6 +249,10 @@ func judgeVolume(v *volume, ebs map[string]VolumeInfo, ebsErr error, opts encryp
 		// A LUKS header below a mounted filesystem without a dm-crypt
 		// layer in between cannot be: the filesystem is not on it.
 		return statUnknown, append(out, evd(where, "LUKS", strings.Join(luks, "; ")+", but no dm-crypt mapping above it"))
+	case allLoopFiles(leaves):
+		// A loop device over a file (a snap, an image) is as encrypted as
+		// the volume holding that file, which is judged on its own.
+		return statNA, append(out, evd(where, leaves[0].BackingFile, "a loop device backed by a file: judged with the volume that holds the file"))
 	case len(instStore) > 0 && len(instStore) == len(leaves):
 		return statPass, append(out, evd(where, modelLine(instStore), "NVMe instance storage is encrypted by the Nitro hardware with a per-volume key"))
 	case len(ebsVols) > 0:
@@ -267,6 +283,15 @@ func judgeVolume(v *volume, ebs map[string]VolumeInfo, ebsErr error, opts encryp
 		names = append(names, l.Name)
 	}
 	return statUnknown, append(out, evd(where, strings.Join(names, ","), "no dm-crypt or LUKS layer in the guest; whether the platform encrypts this disk cannot be seen from inside"))
+}
+
+func allLoopFiles(ds []*blockdev.Device) bool {
+	for _, d := range ds {
+		if d.Kind != blockdev.KindLoop || d.BackingFile == "" {
+			return false
+		}
+	}
+	return len(ds) > 0
 }
 
 func worse(a, b nodewardv1.FindingStatus) nodewardv1.FindingStatus {

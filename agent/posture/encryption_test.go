@@ -3,6 +3,9 @@ package posture
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/nodeward/nodeward/agent/posture/blockdev"
 	"github.com/nodeward/nodeward/agent/posture/blockdev/blockdevtest"
 	"github.com/nodeward/nodeward/agent/source"
+	"github.com/nodeward/nodeward/internal/testutil"
 )
 
 // ebsNode is a Nitro node with two EBS volumes: / on the first, the
@@ -85,5 +89,35 @@ func TestEncryptionNoMounts(t *testing.T) {
 	f := runEncryption(context.Background(), env, defaultEncryptionOptions())[0]
 	if f.GetStatus() != statUnknown || !strings.Contains(evidenceText(f), "cannot list the host's mounts") {
 		t.Errorf("%v\n%s", f.GetStatus(), evidenceText(f))
+	}
+}
+
+// A real loop device over a file is judged with the volume holding the
+// file, and a device mounted in many places is named with a few of them.
+func TestEncryptionLoopAndManyMounts(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	img := filepath.Join(t.TempDir(), "snap.img")
+	must(t, os.WriteFile(img, make([]byte, 1<<20), 0o644))
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		testutil.Unavailable(t, "losetup: "+err.Error())
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
+	mm, err := os.ReadFile("/sys/block/" + filepath.Base(loop) + "/dev")
+	must(t, err)
+	proc := t.TempDir()
+	lines := []string{strings.TrimSpace(string(mm)) + " /snap/core/1 squashfs " + loop}
+	for i := 0; i < 6; i++ {
+		lines = append(lines, fmt.Sprintf("%s /var/lib/kubelet/pods/p%d/volumes/x squashfs %s", strings.TrimSpace(string(mm)), i, loop))
+	}
+	blockdevtest.MountInfo(t, proc, lines...)
+	live, err := hostfs.Open("/")
+	must(t, err)
+	defer func() { _ = live.Close() }()
+	f := runEncryption(context.Background(), &source.Env{Root: live, Proc: proc}, defaultEncryptionOptions())[0]
+	ev := evidenceText(f)
+	if f.GetStatus() != statNA || !strings.Contains(ev, img) || !strings.Contains(ev, "and 3 more") {
+		t.Errorf("%v\n%s", f.GetStatus(), ev)
 	}
 }
