@@ -30,6 +30,7 @@ type runOptions struct {
 	spoolDir  string
 	spoolMax  int64
 	sshLogs   []string
+	criSocket string
 	logLevel  string
 	logFormat string
 }
@@ -59,6 +60,7 @@ with exponential backoff and jitter.`,
 	f.StringVar(&o.spoolDir, "spool-dir", "", "keep unacked data on disk here so a restart loses nothing (a hostPath in the DaemonSet); in memory when empty")
 	f.Int64Var(&o.spoolMax, "spool-max-bytes", 64<<20, "bound on the spool; when full the oldest events are dropped and reported as lost")
 	f.StringSliceVar(&o.sshLogs, "ssh-log", sshtrace.DefaultLogPaths, "sshd log files under the host root that enrich SSH sessions (auth method, key, failed attempts)")
+	f.StringVar(&o.criSocket, "cri-socket", "", criSocketUsage)
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.StringVar(&o.auth.CAFile, "tls-ca", "", "CA of the collector's certificate; TLS is used with it, or whenever --collector is not loopback")
@@ -140,7 +142,7 @@ func runAgent(ctx context.Context, o *runOptions) error {
 
 	// eBPF tracing (trace.go): events go to the sender in batches, and each
 	// snapshot says whether tracing runs and, if not, why.
-	trc := startTracing(ctx, log, env, o.nodeName, strings.TrimSpace(string(bootID)), o.sshLogs, snd)
+	trc := startTracing(ctx, log, env, o.nodeName, strings.TrimSpace(string(bootID)), o.criSocket, o.sshLogs, snd)
 
 	var last *nodewardv1.Snapshot
 	forceSend := true

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nodeward/nodeward/agent/cri"
 	"github.com/nodeward/nodeward/agent/sender"
 	"github.com/nodeward/nodeward/agent/source"
 	"github.com/nodeward/nodeward/agent/tracer"
@@ -31,6 +32,7 @@ type traceOptions struct {
 	redactFlags []string
 	logLevel    string
 	cpuProfile  string
+	criSocket   string
 }
 
 func traceCmd() *cobra.Command {
@@ -58,6 +60,7 @@ node could not keep up with are never dropped silently: a "loss" line says how m
 	f.StringArrayVar(&o.redact, "redact", nil, "extra argv pattern to mask (regexp; its first group, or the match, is masked); repeatable")
 	f.StringArrayVar(&o.redactFlags, "redact-flag", nil, "extra flag whose next argument is masked; repeatable")
 	f.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
+	f.StringVar(&o.criSocket, "cri-socket", "", criSocketUsage)
 	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a Go CPU profile of the tracer to this file")
 	_ = f.MarkHidden("cpu-profile")
 	return c
@@ -101,12 +104,19 @@ func runTrace(ctx context.Context, stdout io.Writer, o *traceOptions) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	env, done, err := o.host.env()
+	if err != nil {
+		return err
+	}
+	defer done()
+	pods := cri.New(cri.Config{Root: env.Root, Socket: o.criSocket, Log: log})
 	tr, err := tracer.New(tracer.Config{
 		NodeName:        o.nodeName,
 		BootID:          readBootID(o.host.proc),
 		Proc:            o.host.proc,
 		RingBufferBytes: o.ringBuffer,
 		Redact:          red,
+		Pods:            pods,
 		Log:             log,
 	})
 	if err != nil {
@@ -124,6 +134,12 @@ func runTrace(ctx context.Context, stdout io.Writer, o *traceOptions) error {
 	var werr error
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	criDone := make(chan struct{})
+	go func() {
+		defer close(criDone)
+		_ = pods.Run(ctx) // an unreachable runtime is logged, never fatal
+	}()
+	defer func() { cancel(); <-criDone }()
 	err = tr.Run(ctx, func(ev *nodewardv1.Event) {
 		if !show[eventKind(ev)] || werr != nil {
 			return
@@ -140,6 +156,9 @@ func runTrace(ctx context.Context, stdout io.Writer, o *traceOptions) error {
 	}
 	return err
 }
+
+// criSocketUsage describes --cri-socket for `run` and `trace`.
+const criSocketUsage = "the container runtime's CRI socket under the host root, for pod and container names (empty: the first of /run/containerd/containerd.sock, /run/crio/crio.sock, /run/k3s/containerd/containerd.sock)"
 
 func readBootID(proc string) string {
 	b, _ := os.ReadFile(proc + "/sys/kernel/random/boot_id")
@@ -285,9 +304,10 @@ const (
 
 // startTracing starts the tracer for `run`, batching its events into snd.
 // When eBPF cannot load, the agent runs on without it and says why.
-func startTracing(ctx context.Context, log *slog.Logger, env *source.Env, nodeName, bootID string, sshLogs []string, snd *sender.Sender) *tracing {
+func startTracing(ctx context.Context, log *slog.Logger, env *source.Env, nodeName, bootID, criSocket string, sshLogs []string, snd *sender.Sender) *tracing {
 	t := &tracing{}
-	tr, err := tracer.New(tracer.Config{NodeName: nodeName, BootID: bootID, Proc: env.Proc, Log: log})
+	pods := cri.New(cri.Config{Root: env.Root, Socket: criSocket, Log: log})
+	tr, err := tracer.New(tracer.Config{NodeName: nodeName, BootID: bootID, Proc: env.Proc, Pods: pods, Log: log})
 	if err != nil {
 		log.Warn("tracing unavailable; inventory and checks go on", "reason", err)
 		t.set(&nodewardv1.TracingStatus{State: nodewardv1.TracingState_TRACING_STATE_UNAVAILABLE, Reason: err.Error()})
@@ -296,6 +316,7 @@ func startTracing(ctx context.Context, log *slog.Logger, env *source.Env, nodeNa
 	}
 	t.set(&nodewardv1.TracingStatus{State: nodewardv1.TracingState_TRACING_STATE_ACTIVE, Programs: tr.Programs()})
 	log.Info("tracing", "programs", tr.Programs())
+	go func() { _ = pods.Run(ctx) }() // names pods until the agent stops; an unreachable runtime is logged
 
 	var mu sync.Mutex
 	var batch []*nodewardv1.Event
