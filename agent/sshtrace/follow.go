@@ -26,7 +26,7 @@ func (t *Tracker) follow(ctx context.Context, path string, out chan<- logLine) {
 		carry  []byte
 	)
 	year := time.Now().Year()
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		f, err := t.cfg.Root.Open(path)

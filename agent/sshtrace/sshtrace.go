@@ -46,7 +46,7 @@ type Config struct {
 	// skipped.
 	LogPaths []string
 	// LoginHold is how long a login waits for its log line before it goes
-	// out without the auth method. Default 500ms.
+	// out without the auth method. Default 2s.
 	LoginHold time.Duration
 	Log       *slog.Logger
 }
@@ -73,6 +73,9 @@ type conn struct {
 	session   *nodewardv1.Session
 	logged    *nodewardv1.SshEvent // a log line that came before the kernel's login
 	closedAt  time.Time            // kept a while after close for late log lines
+	// after holds the connection's events that came while its login was
+	// held, so they go out after it, in order.
+	after []*nodewardv1.Event
 }
 
 // logGrace is how long a closed connection still takes its log lines: the
@@ -105,6 +108,7 @@ type Tracker struct {
 	execs     chan uint32
 	logins    []recentLogin
 	failures  []time.Time
+	held      map[*conn]bool // connections whose login awaits its log line
 }
 
 type exeKey struct {
@@ -116,7 +120,7 @@ type exeKey struct {
 // kernel cannot run them; the caller goes on without SSH tracking.
 func New(cfg Config) (*Tracker, error) {
 	if cfg.LoginHold <= 0 {
-		cfg.LoginHold = 500 * time.Millisecond
+		cfg.LoginHold = 2 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -129,7 +133,7 @@ func New(cfg Config) (*Tracker, error) {
 	}
 	t := &Tracker{cfg: cfg, out: make(chan *nodewardv1.Event, 1024), conns: map[uint32]*conn{}, byChild: map[uint32]*conn{},
 		byAudit: map[uint32]*conn{}, byRemote: map[string]*conn{}, byPid: map[uint32]pidSession{}, knownExes: map[exeKey]bool{},
-		execs: make(chan uint32, 4096)}
+		execs: make(chan uint32, 4096), held: map[*conn]bool{}}
 	if err := loadSshObjects(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -466,16 +470,15 @@ func (t *Tracker) handle(raw []byte) {
 			return
 		}
 		c.heldUntil = time.Now().Add(t.cfg.LoginHold)
+		t.held[c] = true
 	case 4: // exit
 		if c := t.byChild[ev.Pid]; c != nil {
 			delete(t.byChild, ev.Pid)
-			t.releaseLogin(c)
-			t.emit(&nodewardv1.SshEvent{Kind: nodewardv1.SshEventKind_SSH_EVENT_KIND_LOGOUT, SessionId: c.id, SshdPid: c.pid,
+			t.emitFor(c, &nodewardv1.SshEvent{Kind: nodewardv1.SshEventKind_SSH_EVENT_KIND_LOGOUT, SessionId: c.id, SshdPid: c.pid,
 				RemoteAddress: c.remote, RemotePort: c.rport, User: c.session.GetUser(), Uid: &c.session.Uid,
 				Duration: durationpb.New(at.Sub(c.loginAt)), LoggedIn: true}, at)
 		}
 		if c := t.conns[ev.Pid]; c != nil {
-			t.releaseLogin(c)
 			delete(t.conns, ev.Pid)
 			c.closedAt = time.Now()
 			closed := &nodewardv1.SshEvent{Kind: nodewardv1.SshEventKind_SSH_EVENT_KIND_CONNECTION_CLOSED, SessionId: c.id, SshdPid: c.pid,
@@ -484,14 +487,24 @@ func (t *Tracker) handle(raw []byte) {
 			if c.session != nil {
 				closed.User = c.session.GetUser()
 			}
-			t.emit(closed, at)
+			t.emitFor(c, closed, at)
 			// The audit session stays mapped: processes left behind by the
 			// session (nohup, daemons) still belong to it.
 		}
 	}
 }
 
-// releaseLogin sends a held login event now.
+// emitFor sends a connection's event, or queues it behind the connection's
+// held login.
+func (t *Tracker) emitFor(c *conn, ev *nodewardv1.SshEvent, at time.Time) {
+	if c.login != nil {
+		c.after = append(c.after, &nodewardv1.Event{Time: timestamppb.New(at), Body: &nodewardv1.Event_Ssh{Ssh: ev}})
+		return
+	}
+	t.emit(ev, at)
+}
+
+// releaseLogin sends a held login event now, and what queued behind it.
 func (t *Tracker) releaseLogin(c *conn) {
 	if c.login == nil {
 		return
@@ -499,6 +512,11 @@ func (t *Tracker) releaseLogin(c *conn) {
 	t.noteLogin(c.login, c.loginAt)
 	t.emit(c.login, c.loginAt)
 	c.login = nil
+	delete(t.held, c)
+	for _, ev := range c.after {
+		t.out <- ev
+	}
+	c.after = nil
 }
 
 // releaseHeld sends the logins whose log line did not come in time, and
@@ -507,8 +525,8 @@ func (t *Tracker) releaseHeld(all bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := time.Now()
-	for _, c := range t.conns {
-		if c.login != nil && (all || now.After(c.heldUntil)) {
+	for c := range t.held {
+		if all || now.After(c.heldUntil) {
 			t.releaseLogin(c)
 		}
 	}
