@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -183,11 +182,15 @@ func (c *containerd) stop(t *testing.T) {
 		_ = c.conn.Close()
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
 	select {
-	case <-c.done:
+	case err = <-c.done:
 	case <-time.After(20 * time.Second):
 		_ = c.cmd.Process.Kill()
-		<-c.done
+		err = <-c.done
+	}
+	if err != nil {
+		t.Logf("containerd stopped: %v", err)
 	}
 	unmountUnder(t, c.dir)
 	for _, cg := range c.cgroups {
@@ -224,8 +227,7 @@ func buildImage(t *testing.T, dir string) string {
 	if err := os.MkdirAll(ctx, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	build := exec.Command(gobin, "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(ctx, "sleeper"), "./testdata/sleeper")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(ctx, "sleeper"), "./testdata/sleeper")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build sleeper: %v\n%s", err, out)

@@ -322,3 +322,75 @@ func (h *countHandler) warnings() int {
 	defer h.mu.Unlock()
 	return h.n
 }
+
+// TestHungRuntimeNeverBlocksLookups serves a socket that accepts
+// connections and never answers, as a wedged runtime does: every call
+// times out in Run, while lookups return at once.
+func TestHungRuntimeNeverBlocksLookups(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "run/containerd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", filepath.Join(dir, "run/containerd/containerd.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never read from or answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	root, err := hostfs.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+
+	c := New(Config{Root: root, Timeout: 300 * time.Millisecond, MinRefresh: time.Millisecond, Log: testLog(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var worst time.Duration
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		start := time.Now()
+		if _, ok := c.Lookup(strconv.Itoa(i)); ok {
+			t.Fatal("lookup hit on a runtime that never answers")
+		}
+		worst = max(worst, time.Since(start))
+		time.Sleep(time.Millisecond)
+	}
+	if worst > 20*time.Millisecond {
+		t.Errorf("slowest lookup took %v while the runtime hung", worst)
+	}
+	if r := c.Unreachable(); !strings.Contains(r, "DeadlineExceeded") && !strings.Contains(r, "deadline exceeded") {
+		t.Errorf("Unreachable() = %q, want a deadline", r)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not stop when its context ended, with a call in flight")
+	}
+}
