@@ -34,8 +34,10 @@ run: deps build ## run a collector (SQLite) and an agent on this machine, show t
 	@scripts/run-local.sh
 
 .PHONY: test
-test: deps ## run every test (as root, privileged tests run too)
+test: deps ## run every test (as root, privileged tests run too), and check the committed eBPF objects
 	go test -race -timeout 45m ./...
+	cd deploy && go test -timeout 30m ./...
+	bpf/check-generated.sh
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 10s), keeping the corpus
