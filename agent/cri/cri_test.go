@@ -2,9 +2,11 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -155,6 +157,85 @@ func TestRealContainerd(t *testing.T) {
 			t.Errorf("pod = %v, want %v", proc.GetPod(), want)
 		}
 	})
+
+	t.Run("trace command", func(t *testing.T) {
+		// The agent's own command, with the socket configured through the
+		// host's /var/run link.
+		bin := testutil.BuildBinary(t, "./agent", "nodeward-agent")
+		ctx, cancel := context.WithCancel(context.Background())
+		cmd := exec.CommandContext(ctx, bin, "trace", "-o", "json", "--type", "exec", "--root", ctd.host,
+			"--cri-socket", "/var/run/containerd/containerd.sock", "--node-name", "test-node", "--log-level", "info")
+		out, stderr := &lockedBuffer{}, &lockedBuffer{}
+		cmd.Stdout, cmd.Stderr = out, stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			cancel()
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("trace stderr:\n%s", stderr.String())
+			}
+		}()
+		waitFor(t, 15*time.Second, func() bool { return strings.Contains(stderr.String(), "pods get names") })
+
+		marker := "cmd-marker-" + token
+		var got tracedExec
+		waitFor(t, 15*time.Second, func() bool {
+			ectx, ecancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer ecancel()
+			if _, err := ctd.rt.ExecSync(ectx, &runtimeapi.ExecSyncRequest{ContainerId: p.containerID, Cmd: []string{"/sleeper", "echo", marker}, Timeout: 5}); err != nil {
+				t.Fatalf("ExecSync: %v", err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			for _, line := range strings.Split(out.String(), "\n") {
+				if !strings.Contains(line, marker) {
+					continue
+				}
+				if err := json.Unmarshal([]byte(line), &got); err != nil {
+					t.Fatalf("trace printed %q: %v", line, err)
+				}
+				return true
+			}
+			return false
+		})
+		pod := got.Exec.Process.Pod
+		if pod.UID != p.uid || pod.Name != p.name || pod.Namespace != p.namespace || pod.ContainerName != p.container {
+			t.Errorf("trace printed pod %+v, want uid %s name %s namespace %s container %s", pod, p.uid, p.name, p.namespace, p.container)
+		}
+	})
+}
+
+// tracedExec is the part of `trace -o json` output the test reads.
+type tracedExec struct {
+	Exec struct {
+		Process struct {
+			Args []string `json:"args"`
+			Pod  struct {
+				UID           string `json:"uid"`
+				Name          string `json:"name"`
+				Namespace     string `json:"namespace"`
+				ContainerName string `json:"container_name"`
+			} `json:"pod"`
+		} `json:"process"`
+	} `json:"exec"`
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestUnreachableSaysSoOnce points the client at a socket nobody serves and
