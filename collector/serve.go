@@ -42,6 +42,8 @@ type serveOptions struct {
 	logLevel      string
 	logFormat     string
 	stopTimeout   time.Duration
+	limits        ingest.Limits
+	maxMsgBytes   int
 	auth          serveAuth
 }
 
@@ -81,6 +83,9 @@ served on --metrics-listen at /metrics.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.DurationVar(&o.stopTimeout, "shutdown-timeout", 15*time.Second, "how long to let in-flight commits finish on SIGTERM")
+	f.Float64Var(&o.limits.EventsPerSecond, "agent-rate", 5000, "events per second one agent may send; a faster agent is slowed, not dropped (0: no limit)")
+	f.IntVar(&o.limits.Burst, "agent-burst", 20000, "events an agent may send at once above --agent-rate")
+	f.IntVar(&o.maxMsgBytes, "max-message-bytes", 16<<20, "largest message an agent or client may send")
 	o.auth.add(f)
 	return c
 }
@@ -189,10 +194,12 @@ func serve(ctx context.Context, o *serveOptions) error {
 		return fmt.Errorf("listen on %s: %w", o.listen, err)
 	}
 	srv := grpc.NewServer(append(authn.ServerOptions(),
+		grpc.MaxRecvMsgSize(o.maxMsgBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)...)
 	agents := ingest.New(st, log, buildinfo.Version(), tail, m)
+	agents.SetLimits(o.limits)
 	nodewardv1.RegisterAgentServiceServer(srv, agents)
 	queries := query.New(st, tail)
 	nodewardv1.RegisterQueryServiceServer(srv, queries)

@@ -336,3 +336,62 @@ func TestFullSpoolLossIsExact(t *testing.T) {
 		t.Errorf("LossEvents in the store report %d, the agent counted %d", reported, lost)
 	}
 }
+
+// TestFastAgentIsSlowedNotDropped sends events far faster than the
+// collector's per-agent rate allows: the agent is held back (delivery takes
+// as long as the rate says) and every event is stored.
+func TestFastAgentIsSlowedNotDropped(t *testing.T) {
+	bin := build(t)
+	db := filepath.Join(t.TempDir(), "nodeward.db")
+	col := start(t, bin.collector, "serve", "--listen", "127.0.0.1:0", "--store", "sqlite:"+db, "--log-format", "json",
+		"--agent-rate", "2000", "--agent-burst", "1000")
+	addr := fmt.Sprint(col.await("collector serving", 30*time.Second)["listen"])
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const node, batches, batchSize = "fast-agent", 100, 100
+	s := sender.New(conn, sender.Config{NodeName: node, MaxPending: batches + 10, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	start := time.Now()
+	for b := range batches {
+		evs := make([]*nodewardv1.Event, batchSize)
+		for i := range evs {
+			evs[i] = &nodewardv1.Event{Time: timestamppb.Now(), Body: &nodewardv1.Event_Exec{Exec: &nodewardv1.ExecEvent{
+				Process: &nodewardv1.Process{Pid: uint32(b*batchSize + i + 1)}}}}
+		}
+		s.EnqueueEvents(evs)
+	}
+	waitFor(t, "every batch to be acked", 2*time.Minute, func() bool {
+		_, pending, _ := s.Stats()
+		return pending == 0
+	})
+	took := time.Since(start)
+	cancel()
+	<-done
+	col.stop()
+	// 10,000 events at 2,000/s after a burst of 1,000 cannot take less than 4.5 s.
+	if min := 4500 * time.Millisecond; took < min {
+		t.Errorf("10,000 events delivered in %s: the rate limit did not hold the agent back (want >= %s)", took, min)
+	}
+	if _, _, lost := s.Stats(); lost != 0 {
+		t.Errorf("the agent dropped %d events", lost)
+	}
+	store, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var n int
+	if err := store.QueryRow(`SELECT COUNT(*) FROM events WHERE node = ?`, node).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != batches*batchSize {
+		t.Errorf("%d events stored, want %d", n, batches*batchSize)
+	}
+	t.Logf("10,000 events in %s at --agent-rate 2000", took.Round(time.Millisecond))
+}

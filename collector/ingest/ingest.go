@@ -15,6 +15,7 @@ import (
 	"github.com/nodeward/nodeward/collector/store"
 	"github.com/nodeward/nodeward/internal/auth"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -35,6 +36,41 @@ type Server struct {
 	metrics  *metrics.Metrics
 	stopping chan struct{}
 	stopOnce sync.Once
+	limits   Limits
+}
+
+// Limits bound what one agent may send. Over the rate, the stream is simply
+// read more slowly: gRPC's flow control then holds the agent back, which
+// keeps its data in its own queue or spool rather than dropping it, and
+// keeps the collector's memory to one message per stream.
+type Limits struct {
+	// EventsPerSecond per agent stream; 0 means no limit.
+	EventsPerSecond float64
+	// Burst is how many events may arrive at once above the rate.
+	Burst int
+}
+
+// SetLimits sets the per-agent limits for streams opened from now on.
+func (s *Server) SetLimits(l Limits) { s.limits = l }
+
+// newLimiter returns the stream's token bucket, nil when unlimited.
+func (l Limits) newLimiter() *rate.Limiter {
+	if l.EventsPerSecond <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(l.EventsPerSecond), max(l.Burst, 1))
+}
+
+// throttle waits until the stream may take n more events.
+func throttle(ctx context.Context, lim *rate.Limiter, n int) error {
+	for n > 0 {
+		take := min(n, lim.Burst())
+		if err := lim.WaitN(ctx, take); err != nil {
+			return err
+		}
+		n -= take
+	}
+	return nil
 }
 
 // New returns an ingest server committing to st. pub and m may be nil.
@@ -119,6 +155,7 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 			}
 		}
 	}()
+	lim := s.limits.newLimiter()
 	for {
 		var r received
 		select {
@@ -138,6 +175,12 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 		if err := s.handle(ctx, node, r.req, stream); err != nil {
 			log.Warn("agent message refused", "seq", r.req.GetSequence(), "err", err)
 			return err
+		}
+		// Pay for this batch before reading the next one.
+		if n := len(r.req.GetEvents().GetEvents()); lim != nil && n > 0 {
+			if err := throttle(ctx, lim, n); err != nil {
+				return status.FromContextError(err).Err()
+			}
 		}
 	}
 }
