@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nodeward/nodeward/agent/cri"
 	"github.com/nodeward/nodeward/agent/sender"
 	"github.com/nodeward/nodeward/agent/sshtrace"
 	"github.com/nodeward/nodeward/internal/auth"
@@ -90,6 +91,18 @@ func runAgent(ctx context.Context, o *runOptions) error {
 	}
 	defer done()
 
+	// Pod and container names from the runtime, for traced execs and
+	// ports; stopped before the host root closes.
+	pods := cri.New(cri.Config{Root: env.Root, Socket: o.criSocket, Log: log})
+	env.Pods = pods
+	criCtx, criCancel := context.WithCancel(ctx)
+	criDone := make(chan struct{})
+	go func() {
+		defer close(criDone)
+		_ = pods.Run(criCtx) // an unreachable runtime is logged, never fatal
+	}()
+	defer func() { criCancel(); <-criDone }()
+
 	o.auth.Server, o.auth.Log = o.collector, log
 	creds, err := auth.DialOptions(o.auth)
 	if err != nil {
@@ -142,7 +155,15 @@ func runAgent(ctx context.Context, o *runOptions) error {
 
 	// eBPF tracing (trace.go): events go to the sender in batches, and each
 	// snapshot says whether tracing runs and, if not, why.
-	trc := startTracing(ctx, log, env, o.nodeName, strings.TrimSpace(string(bootID)), o.criSocket, o.sshLogs, snd)
+	trc := startTracing(ctx, log, env, o.nodeName, strings.TrimSpace(string(bootID)), o.sshLogs, snd)
+
+	// The first scan names the pods of listening ports when the runtime
+	// answers quickly; a slow one only delays names to a later snapshot.
+	select {
+	case <-pods.Synced():
+	case <-time.After(3 * time.Second):
+	case <-ctx.Done():
+	}
 
 	var last *nodewardv1.Snapshot
 	forceSend := true

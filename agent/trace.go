@@ -304,10 +304,9 @@ const (
 
 // startTracing starts the tracer for `run`, batching its events into snd.
 // When eBPF cannot load, the agent runs on without it and says why.
-func startTracing(ctx context.Context, log *slog.Logger, env *source.Env, nodeName, bootID, criSocket string, sshLogs []string, snd *sender.Sender) *tracing {
+func startTracing(ctx context.Context, log *slog.Logger, env *source.Env, nodeName, bootID string, sshLogs []string, snd *sender.Sender) *tracing {
 	t := &tracing{}
-	pods := cri.New(cri.Config{Root: env.Root, Socket: criSocket, Log: log})
-	tr, err := tracer.New(tracer.Config{NodeName: nodeName, BootID: bootID, Proc: env.Proc, Pods: pods, Log: log})
+	tr, err := tracer.New(tracer.Config{NodeName: nodeName, BootID: bootID, Proc: env.Proc, Pods: env.Pods, Log: log})
 	if err != nil {
 		log.Warn("tracing unavailable; inventory and checks go on", "reason", err)
 		t.set(&nodewardv1.TracingStatus{State: nodewardv1.TracingState_TRACING_STATE_UNAVAILABLE, Reason: err.Error()})
@@ -316,7 +315,6 @@ func startTracing(ctx context.Context, log *slog.Logger, env *source.Env, nodeNa
 	}
 	t.set(&nodewardv1.TracingStatus{State: nodewardv1.TracingState_TRACING_STATE_ACTIVE, Programs: tr.Programs()})
 	log.Info("tracing", "programs", tr.Programs())
-	go func() { _ = pods.Run(ctx) }() // names pods until the agent stops; an unreachable runtime is logged
 
 	var mu sync.Mutex
 	var batch []*nodewardv1.Event

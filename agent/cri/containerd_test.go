@@ -297,8 +297,9 @@ func (c *containerd) runPod(t *testing.T, name, namespace, container string) *po
 		Config: &runtimeapi.ContainerConfig{
 			Metadata: &runtimeapi.ContainerMetadata{Name: container},
 			Image:    &runtimeapi.ImageSpec{Image: testImage},
-			Command:  []string{"/sleeper"},
-			LogPath:  container + ".log",
+			// A listener in the node's network namespace, for the ports source.
+			Command: []string{"/sleeper", "listen", "127.0.0.1:0"},
+			LogPath: container + ".log",
 			Labels: map[string]string{
 				labelPodName: name, labelPodNamespace: namespace, labelPodUID: p.uid,
 				"io.kubernetes.container.name": container,

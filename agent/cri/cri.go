@@ -66,6 +66,9 @@ type Client struct {
 
 	refreshes atomic.Uint64
 	state     atomic.Value // string: the last reason the runtime was unreachable, "" when reachable
+
+	synced     chan struct{}
+	syncedOnce sync.Once
 }
 
 // Bound on the miss bookkeeping, so ids that are never found (containers
@@ -94,6 +97,7 @@ func New(cfg Config) *Client {
 		kick:    make(chan struct{}, 1),
 		pending: map[string]time.Time{},
 		absent:  map[string]time.Time{},
+		synced:  make(chan struct{}),
 	}
 	empty := map[string]*nodewardv1.Pod{}
 	c.snap.Store(&empty)
@@ -127,6 +131,11 @@ func (c *Client) Lookup(containerID string) (*nodewardv1.Pod, bool) {
 	}
 	return nil, false
 }
+
+// Synced is closed once Run has first asked the runtime, whether it
+// answered or not: a caller about to look up many ids at start-up (the
+// first ports scan) may wait for it, briefly.
+func (c *Client) Synced() <-chan struct{} { return c.synced }
 
 // Len is the number of ids in the cache.
 func (c *Client) Len() int { return len(*c.snap.Load()) }
@@ -194,6 +203,7 @@ func (c *Client) Run(ctx context.Context) error {
 				c.refreshes.Add(1)
 			}
 		}
+		c.syncedOnce.Do(func() { close(c.synced) })
 		last := time.Now()
 		select {
 		case <-ctx.Done():

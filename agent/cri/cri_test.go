@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nodeward/nodeward/agent/hostfs"
+	"github.com/nodeward/nodeward/agent/inventory"
+	"github.com/nodeward/nodeward/agent/source"
 	"github.com/nodeward/nodeward/agent/tracer"
 	"github.com/nodeward/nodeward/internal/testutil"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
@@ -158,6 +160,33 @@ func TestRealContainerd(t *testing.T) {
 		}
 	})
 
+	t.Run("ports", func(t *testing.T) {
+		// The container's listener is in the node's network namespace; the
+		// ports source names its pod.
+		env := &source.Env{Root: root, Proc: "/proc", Pods: client}
+		var found *nodewardv1.ListeningPort
+		waitFor(t, 10*time.Second, func() bool {
+			inv, err := inventory.ScanPorts(context.Background(), env)
+			if err != nil {
+				t.Logf("ScanPorts: %v", err)
+			}
+			for _, port := range inv.GetPorts() {
+				if port.GetContainerId() == p.containerID {
+					found = port
+					return true
+				}
+			}
+			return false
+		})
+		if found.GetExe() != "/sleeper" || found.GetPodUid() != p.uid {
+			t.Errorf("port %d: exe %q pod uid %q, want /sleeper %s", found.GetPort(), found.GetExe(), found.GetPodUid(), p.uid)
+		}
+		want := &nodewardv1.Pod{Uid: p.uid, Name: p.name, Namespace: p.namespace, ContainerName: p.container}
+		if !equalPod(found.GetPod(), want) {
+			t.Errorf("port %d: pod %v, want %v", found.GetPort(), found.GetPod(), want)
+		}
+	})
+
 	t.Run("trace command", func(t *testing.T) {
 		// The agent's own command, with the socket configured through the
 		// host's /var/run link.
@@ -259,6 +288,11 @@ func TestUnreachableSaysSoOnce(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- c.Run(ctx) }()
 			waitFor(t, 5*time.Second, func() bool { return strings.Contains(c.Unreachable(), tc.reason) })
+			select {
+			case <-c.Synced():
+			default:
+				t.Error("Synced() not closed after the runtime was found unreachable")
+			}
 			for i := range 50 {
 				start := time.Now()
 				if _, ok := c.Lookup(strconv.Itoa(i)); ok {

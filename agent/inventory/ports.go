@@ -112,6 +112,11 @@ func ScanPorts(ctx context.Context, env *source.Env) (*nodewardv1.PortInventory,
 		}
 		p.ProcessName, p.Exe, p.Cmdline = o.comm, o.exe, o.cmdline
 		p.ContainerId, p.PodUid = o.cgroup.ContainerID, o.cgroup.PodUID
+		if env.Pods != nil && p.ContainerId != "" {
+			if named, ok := env.Pods.Lookup(p.ContainerId); ok {
+				p.Pod = &nodewardv1.Pod{Uid: named.Uid, Name: named.Name, Namespace: named.Namespace, ContainerName: named.ContainerName}
+			}
+		}
 	}
 	slices.SortFunc(inv.Ports, comparePorts)
 	return inv, errors.Join(errs...)

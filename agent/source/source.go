@@ -28,6 +28,15 @@ type Env struct {
 	SSHActivity func() *nodewardv1.SshActivity
 	// SSHUnavailable says why SSHActivity is nil, when it is.
 	SSHUnavailable string
+	// Pods names the pod and container behind a container id from the
+	// container runtime (the agent's CRI cache); nil in report mode.
+	Pods PodNamer
+}
+
+// PodNamer looks up a container id's pod name, namespace and container name
+// from a cache, without blocking; the returned Pod is shared and only read.
+type PodNamer interface {
+	Lookup(containerID string) (*nodewardv1.Pod, bool)
 }
 
 // Phase orders sources: every Facts source runs (concurrently) before any

@@ -553,8 +553,12 @@ type ListeningPort struct {
 	// Why pid is 0: no process the agent may read holds the socket (a kernel
 	// socket, or a process whose descriptors it may not read).
 	OwnerUnknownReason string `protobuf:"bytes,16,opt,name=owner_unknown_reason,json=ownerUnknownReason,proto3" json:"owner_unknown_reason,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The pod's name and namespace and the container's name, from the
+	// container runtime's CRI socket when it is reachable; unset otherwise
+	// (container_id and pod_uid still come from the cgroup).
+	Pod           *Pod `protobuf:"bytes,17,opt,name=pod,proto3" json:"pod,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListeningPort) Reset() {
@@ -699,6 +703,13 @@ func (x *ListeningPort) GetOwnerUnknownReason() string {
 	return ""
 }
 
+func (x *ListeningPort) GetPod() *Pod {
+	if x != nil {
+		return x.Pod
+	}
+	return nil
+}
+
 type PortInventory struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Ports []*ListeningPort       `protobuf:"bytes,1,rep,name=ports,proto3" json:"ports,omitempty"`
@@ -756,7 +767,7 @@ var File_nodeward_v1_inventory_proto protoreflect.FileDescriptor
 
 const file_nodeward_v1_inventory_proto_rawDesc = "" +
 	"\n" +
-	"\x1bnodeward/v1/inventory.proto\x12\vnodeward.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x03\n" +
+	"\x1bnodeward/v1/inventory.proto\x12\vnodeward.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17nodeward/v1/event.proto\"\xcd\x03\n" +
 	"\aPackage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
@@ -786,7 +797,7 @@ const file_nodeward_v1_inventory_proto_rawDesc = "" +
 	"\x0finstalled_count\x18\x03 \x01(\rR\x0einstalledCount\x12\x1f\n" +
 	"\vimage_based\x18\x04 \x01(\bR\n" +
 	"imageBased\x12#\n" +
-	"\rimage_version\x18\x05 \x01(\tR\fimageVersion\"\xfb\x03\n" +
+	"\rimage_version\x18\x05 \x01(\tR\fimageVersion\"\x9f\x04\n" +
 	"\rListeningPort\x121\n" +
 	"\bprotocol\x18\x01 \x01(\x0e2\x15.nodeward.v1.ProtocolR\bprotocol\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
@@ -806,7 +817,8 @@ const file_nodeward_v1_inventory_proto_rawDesc = "" +
 	"\n" +
 	"ip_version\x18\x0e \x01(\rR\tipVersion\x12!\n" +
 	"\fsocket_inode\x18\x0f \x01(\x04R\vsocketInode\x120\n" +
-	"\x14owner_unknown_reason\x18\x10 \x01(\tR\x12ownerUnknownReason\"b\n" +
+	"\x14owner_unknown_reason\x18\x10 \x01(\tR\x12ownerUnknownReason\x12\"\n" +
+	"\x03pod\x18\x11 \x01(\v2\x10.nodeward.v1.PodR\x03pod\"b\n" +
 	"\rPortInventory\x120\n" +
 	"\x05ports\x18\x01 \x03(\v2\x1a.nodeward.v1.ListeningPortR\x05ports\x12\x1f\n" +
 	"\vnetns_count\x18\x02 \x01(\rR\n" +
@@ -857,22 +869,24 @@ var file_nodeward_v1_inventory_proto_goTypes = []any{
 	(*ListeningPort)(nil),         // 7: nodeward.v1.ListeningPort
 	(*PortInventory)(nil),         // 8: nodeward.v1.PortInventory
 	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*Pod)(nil),                   // 10: nodeward.v1.Pod
 }
 var file_nodeward_v1_inventory_proto_depIdxs = []int32{
-	9, // 0: nodeward.v1.Package.install_time:type_name -> google.protobuf.Timestamp
-	1, // 1: nodeward.v1.Package.install_time_source:type_name -> nodeward.v1.InstallTimeSource
-	0, // 2: nodeward.v1.Package.manager:type_name -> nodeward.v1.PackageManager
-	0, // 3: nodeward.v1.PackageDatabase.manager:type_name -> nodeward.v1.PackageManager
-	4, // 4: nodeward.v1.PackageInventory.packages:type_name -> nodeward.v1.Package
-	5, // 5: nodeward.v1.PackageInventory.databases:type_name -> nodeward.v1.PackageDatabase
-	2, // 6: nodeward.v1.ListeningPort.protocol:type_name -> nodeward.v1.Protocol
-	3, // 7: nodeward.v1.ListeningPort.exposure:type_name -> nodeward.v1.Exposure
-	7, // 8: nodeward.v1.PortInventory.ports:type_name -> nodeward.v1.ListeningPort
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	9,  // 0: nodeward.v1.Package.install_time:type_name -> google.protobuf.Timestamp
+	1,  // 1: nodeward.v1.Package.install_time_source:type_name -> nodeward.v1.InstallTimeSource
+	0,  // 2: nodeward.v1.Package.manager:type_name -> nodeward.v1.PackageManager
+	0,  // 3: nodeward.v1.PackageDatabase.manager:type_name -> nodeward.v1.PackageManager
+	4,  // 4: nodeward.v1.PackageInventory.packages:type_name -> nodeward.v1.Package
+	5,  // 5: nodeward.v1.PackageInventory.databases:type_name -> nodeward.v1.PackageDatabase
+	2,  // 6: nodeward.v1.ListeningPort.protocol:type_name -> nodeward.v1.Protocol
+	3,  // 7: nodeward.v1.ListeningPort.exposure:type_name -> nodeward.v1.Exposure
+	10, // 8: nodeward.v1.ListeningPort.pod:type_name -> nodeward.v1.Pod
+	7,  // 9: nodeward.v1.PortInventory.ports:type_name -> nodeward.v1.ListeningPort
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_nodeward_v1_inventory_proto_init() }
@@ -880,6 +894,7 @@ func file_nodeward_v1_inventory_proto_init() {
 	if File_nodeward_v1_inventory_proto != nil {
 		return
 	}
+	file_nodeward_v1_event_proto_init()
 	file_nodeward_v1_inventory_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
