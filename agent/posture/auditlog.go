@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/nodeward/nodeward/agent/hostfs"
+	"github.com/nodeward/nodeward/agent/posture/kaudit"
 	"github.com/nodeward/nodeward/agent/source"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 )
@@ -61,6 +62,21 @@ func auditd(ctx context.Context, env *source.Env) *nodewardv1.Finding {
 	}
 	s := readService(ctx, env, []string{"auditd.service"}, []string{"auditd"})
 	f.Evidence = s.evidence
+	// On a live node the kernel says who its audit daemon is and which
+	// rules are in force; a tree on disk has no kernel to ask.
+	kernelRules := -1
+	if hostProcMounted(env.Proc) {
+		if st, err := kaudit.Query(); err != nil {
+			f.Evidence = append(f.Evidence, evd("netlink audit", "", "kernel audit status unavailable: "+err.Error()))
+		} else {
+			f.Evidence = append(f.Evidence, evd("netlink audit (AUDIT_GET, AUDIT_LIST_RULES)",
+				fmt.Sprintf("enabled=%d daemon_pid=%d rules=%d lost=%d", st.Enabled, st.PID, st.Rules, st.Lost), "what the running kernel enforces"))
+			s.runningKnown = true
+			s.running = st.PID != 0 && st.Enabled != 0
+			s.installed = s.installed || st.PID != 0
+			kernelRules = st.Rules
+		}
+	}
 	rules, files, err := auditRules(env.Root)
 	if err != nil {
 		f.Evidence = append(f.Evidence, evd("/etc/audit", "", "rules: "+err.Error()))
@@ -70,6 +86,9 @@ func auditd(ctx context.Context, env *source.Env) *nodewardv1.Finding {
 			src = "/etc/audit/audit.rules"
 		}
 		f.Evidence = append(f.Evidence, evd(src, fmt.Sprintf("%d rules", rules), "watch (-w) and syscall (-a) rules on disk"))
+	}
+	if kernelRules >= 0 {
+		rules, err = kernelRules, nil
 	}
 	switch {
 	case s.running && rules > 0:
