@@ -18,6 +18,15 @@ import (
 // Test helpers that run commands live in _test.go files: no agent package
 // runs commands.
 
+// TestMain removes the simulator binary the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if aemmBin != "" {
+		_ = os.RemoveAll(filepath.Dir(aemmBin))
+	}
+	os.Exit(code)
+}
+
 var (
 	aemmOnce sync.Once
 	aemmBin  string
@@ -34,13 +43,13 @@ func startIMDS(t *testing.T) string {
 			aemmErr = err
 			return
 		}
+		aemmBin = filepath.Join(dir, "ec2-metadata-mock")
 		cmd := exec.Command("go", "install", ec2test.AEMMModule)
 		cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			aemmErr = fmt.Errorf("go install amazon-ec2-metadata-mock: %w\n%s", err, out)
 			return
 		}
-		aemmBin = filepath.Join(dir, "ec2-metadata-mock")
 	})
 	if aemmErr != nil {
 		testutil.Unavailable(t, aemmErr.Error())
