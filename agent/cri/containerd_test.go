@@ -31,6 +31,7 @@ type containerd struct {
 	dir    string // everything the test creates lives here
 	host   string // the host root the socket is discovered under
 	socket string
+	config string
 	cmd    *exec.Cmd
 	done   chan error
 	rt     runtimeapi.RuntimeServiceClient
@@ -100,10 +101,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// containerd 1.6 puts its shims' sockets under /run/containerd/s
 	// whatever the config says; remove that directory after, when the test
 	// made it.
@@ -114,28 +111,45 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 			}
 		})
 	}
-	c.cmd = exec.Command("containerd", "--config", cfgPath)
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start containerd: %v", err)
-	}
-	c.done = make(chan error, 1)
-	go func() { c.done <- c.cmd.Wait(); _ = logf.Close() }()
-	t.Cleanup(func() { c.stop(t) })
-
+	c.config = cfgPath
 	c.conn, err = grpc.NewClient("unix://"+c.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.rt = runtimeapi.NewRuntimeServiceClient(c.conn)
+	t.Cleanup(func() { c.stop(t) })
+	c.launch(t)
+	out, err := exec.Command("ctr", "--address", c.socket, "--namespace", "k8s.io", "images", "import", "--snapshotter", "native", archive).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr images import: %v\n%s", err, out)
+	}
+	return c
+}
+
+// launch starts containerd and returns once its CRI service answers.
+func (c *containerd) launch(t *testing.T) {
+	t.Helper()
+	logf, err := os.OpenFile(filepath.Join(c.dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("containerd", "--config", c.config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		t.Fatalf("start containerd: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); _ = logf.Close() }()
+	c.cmd, c.done = cmd, done
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := c.rt.Version(ctx, &runtimeapi.VersionRequest{})
 		cancel()
 		if err == nil {
-			break
+			return
 		}
 		select {
 		case werr := <-c.done:
@@ -148,11 +162,27 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	out, err := exec.Command("ctr", "--address", c.socket, "--namespace", "k8s.io", "images", "import", "--snapshotter", "native", archive).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ctr images import: %v\n%s", err, out)
+}
+
+// halt stops containerd alone; the pods' shims and processes run on, as
+// they do when a node's runtime restarts.
+func (c *containerd) halt(t *testing.T) {
+	t.Helper()
+	if c.cmd == nil {
+		return
 	}
-	return c
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-c.done:
+	case <-time.After(20 * time.Second):
+		_ = c.cmd.Process.Kill()
+		err = <-c.done
+	}
+	if err != nil {
+		t.Logf("containerd stopped: %v", err)
+	}
+	c.cmd = nil
 }
 
 func (c *containerd) log() string {
@@ -181,17 +211,7 @@ func (c *containerd) stop(t *testing.T) {
 		cancel()
 		_ = c.conn.Close()
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case err = <-c.done:
-	case <-time.After(20 * time.Second):
-		_ = c.cmd.Process.Kill()
-		err = <-c.done
-	}
-	if err != nil {
-		t.Logf("containerd stopped: %v", err)
-	}
+	c.halt(t)
 	unmountUnder(t, c.dir)
 	for _, cg := range c.cgroups {
 		removeCgroups(t, cg)

@@ -171,6 +171,10 @@ func (c *Client) Run(ctx context.Context) error {
 			p, err := Discover(c.cfg.Root, c.cfg.Socket, DefaultSockets)
 			switch {
 			case err != nil:
+				if conn != nil {
+					_ = conn.Close()
+				}
+				conn, rt, socket = nil, nil, ""
 				c.fail(&warned, err)
 			case p != socket || conn == nil:
 				if conn != nil {
@@ -194,6 +198,10 @@ func (c *Client) Run(ctx context.Context) error {
 					return nil
 				}
 				c.fail(&warned, fmt.Errorf("CRI socket %s: %w", socket, err))
+				// Dial afresh next time: a channel left to grpc's own
+				// reconnect backoff could lag a restarted runtime by minutes.
+				_ = conn.Close()
+				conn, rt = nil, nil
 			} else {
 				if warned || c.refreshes.Load() == 0 {
 					c.cfg.Log.Info("CRI runtime reachable; pods get names", "socket", socket, "entries", c.Len())

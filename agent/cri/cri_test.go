@@ -233,6 +233,29 @@ func TestRealContainerd(t *testing.T) {
 			t.Errorf("trace printed pod %+v, want uid %s name %s namespace %s container %s", pod, p.uid, p.name, p.namespace, p.container)
 		}
 	})
+
+	t.Run("runtime restart", func(t *testing.T) {
+		// The runtime goes away (the pods run on) and comes back: the client
+		// notices, keeps what it knew meanwhile, and asks again.
+		ctd.halt(t)
+		kick := 0
+		miss := func() {
+			kick++ // a fresh unknown id each time, so each one asks
+			client.Lookup(strings.Repeat("cd", 31) + strconv.Itoa(10+kick%90))
+		}
+		waitFor(t, 10*time.Second, func() bool { miss(); return client.Unreachable() != "" })
+		if _, ok := client.Lookup(p.containerID); !ok {
+			t.Error("the cache forgot a running container while the runtime was away")
+		}
+		ctd.launch(t)
+		before := client.Refreshes()
+		waitFor(t, 10*time.Second, func() bool { miss(); return client.Unreachable() == "" && client.Refreshes() > before })
+		got, ok := client.Lookup(p.containerID)
+		want := &nodewardv1.Pod{Uid: p.uid, Name: p.name, Namespace: p.namespace, ContainerName: p.container}
+		if !ok || !equalPod(got, want) {
+			t.Errorf("after the restart: Lookup = %v, %v; want %v", got, ok, want)
+		}
+	})
 }
 
 // tracedExec is the part of `trace -o json` output the test reads.
