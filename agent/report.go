@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/nodeward/nodeward/agent/hostfs"
+	"github.com/nodeward/nodeward/agent/posture/ec2"
+	"github.com/nodeward/nodeward/agent/posture/options"
 	"github.com/nodeward/nodeward/agent/source"
 	"github.com/nodeward/nodeward/internal/cli"
 	"github.com/nodeward/nodeward/internal/render"
@@ -14,23 +17,47 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// hostFlags are the flags that say where the host is.
+// hostFlags are the flags that say where the host is and how the checks
+// judge it.
 type hostFlags struct {
-	root string
-	proc string
+	root       string
+	proc       string
+	posture    options.Posture
+	allowPorts []string
+	ec2Volumes bool
 }
 
 func (h *hostFlags) add(c *cobra.Command) {
-	c.Flags().StringVar(&h.root, "root", "/", "the host's root filesystem (\"/host\" in the DaemonSet)")
-	c.Flags().StringVar(&h.proc, "proc", "/proc", "the host's procfs (the pod needs hostPID)")
+	f := c.Flags()
+	f.StringVar(&h.root, "root", "/", "the host's root filesystem (\"/host\" in the DaemonSet)")
+	f.StringVar(&h.proc, "proc", "/proc", "the host's procfs (the pod needs hostPID)")
+	h.posture = options.Default()
+	f.IntVar(&h.posture.PatchWarnDays, "patch-warn-days", h.posture.PatchWarnDays, "patch age that makes a check warn (medium)")
+	f.IntVar(&h.posture.PatchFailDays, "patch-fail-days", h.posture.PatchFailDays, "patch age that makes a check fail")
+	f.StringSliceVar(&h.allowPorts, "allow-port", nil, "listener allowed beyond loopback besides the built-in ones: PROTO/PORT[/PROCESS], e.g. tcp/8080/myapp or tcp/*/envoy (repeatable)")
+	f.StringSliceVar(&h.posture.UnwantedPackages, "unwanted-package", nil, "package a worker node should not carry, besides the built-in list (repeatable)")
+	f.BoolVar(&h.ec2Volumes, "ec2-describe-volumes", false, "ask EC2 DescribeVolumes (with the node role's IMDSv2 credentials) whether EBS volumes are encrypted")
 }
 
 func (h *hostFlags) env() (*source.Env, func(), error) {
+	for _, s := range h.allowPorts {
+		p, err := options.ParsePort(s)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--allow-port: %w", err)
+		}
+		h.posture.AllowPorts = append(h.posture.AllowPorts, p)
+	}
+	if h.ec2Volumes {
+		h.posture.VolumeLookup = ec2.VolumeLookup(ec2.Options{})
+	}
+	if err := h.posture.Validate(); err != nil {
+		return nil, nil, err
+	}
 	root, err := hostfs.Open(h.root)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &source.Env{Root: root, Proc: h.proc}, func() { _ = root.Close() }, nil
+	return &source.Env{Root: root, Proc: h.proc, Posture: &h.posture}, func() { _ = root.Close() }, nil
 }
 
 // collect runs the sources and stamps the node's identity on the result.

@@ -67,9 +67,11 @@ func exists(root *hostfs.Root, name string) (bool, error) {
 	return false, err
 }
 
-// postureOptions is the checks' configuration for env. Until the host
-// environment carries it (proposed: a Posture field in source.Env, filled
-// from the agent's flags), every check runs with the defaults.
-func postureOptions(_ *source.Env) options.Posture {
+// postureOptions is the checks' configuration: the agent's flags, or the
+// defaults.
+func postureOptions(env *source.Env) options.Posture {
+	if env != nil && env.Posture != nil {
+		return *env.Posture
+	}
 	return options.Default()
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nodeward/nodeward/agent/hostfs"
+	"github.com/nodeward/nodeward/agent/posture/options"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -31,6 +32,9 @@ type Env struct {
 	// Pods names the pod and container behind a container id from the
 	// container runtime (the agent's CRI cache); nil in report mode.
 	Pods PodNamer
+	// Posture holds the checks' thresholds, allow-lists and opt-ins; nil
+	// means the defaults.
+	Posture *options.Posture
 }
 
 // PodNamer looks up a container id's pod name, namespace and container name
