@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nodeward/nodeward/agent/cri"
+	"github.com/nodeward/nodeward/agent/hostfs"
 	"github.com/nodeward/nodeward/agent/sender"
 	"github.com/nodeward/nodeward/agent/source"
 	"github.com/nodeward/nodeward/agent/tracer"
@@ -104,12 +105,13 @@ func runTrace(ctx context.Context, stdout io.Writer, o *traceOptions) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	env, done, err := o.host.env()
+	// The host root, for the CRI socket alone: trace runs no checks.
+	root, err := hostfs.Open(o.host.root)
 	if err != nil {
 		return err
 	}
-	defer done()
-	pods := cri.New(cri.Config{Root: env.Root, Socket: o.criSocket, Log: log})
+	defer root.Close()
+	pods := cri.New(cri.Config{Root: root, Socket: o.criSocket, Log: log})
 	tr, err := tracer.New(tracer.Config{
 		NodeName:        o.nodeName,
 		BootID:          readBootID(o.host.proc),
