@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,10 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 )
+
+// defaultMaxMessage bounds one agent message: a snapshot of a node with
+// thousands of packages is a few MiB.
+const defaultMaxMessage = 16 << 20
 
 type serveOptions struct {
 	listen        string
@@ -85,7 +90,7 @@ served on --metrics-listen at /metrics.`,
 	f.DurationVar(&o.stopTimeout, "shutdown-timeout", 15*time.Second, "how long to let in-flight commits finish on SIGTERM")
 	f.Float64Var(&o.limits.EventsPerSecond, "agent-rate", 5000, "events per second one agent may send; a faster agent is slowed, not dropped (0: no limit)")
 	f.IntVar(&o.limits.Burst, "agent-burst", 20000, "events an agent may send at once above --agent-rate")
-	f.IntVar(&o.maxMsgBytes, "max-message-bytes", 16<<20, "largest message an agent or client may send")
+	f.IntVar(&o.maxMsgBytes, "max-message-bytes", defaultMaxMessage, "largest message an agent or client may send")
 	o.auth.add(f)
 	return c
 }
@@ -194,7 +199,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 		return fmt.Errorf("listen on %s: %w", o.listen, err)
 	}
 	srv := grpc.NewServer(append(authn.ServerOptions(),
-		grpc.MaxRecvMsgSize(o.maxMsgBytes),
+		grpc.MaxRecvMsgSize(cmp.Or(o.maxMsgBytes, defaultMaxMessage)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)...)
