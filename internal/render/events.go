@@ -9,16 +9,6 @@ import (
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 )
 
-func eventProcess(ev *nodewardv1.Event) *nodewardv1.Process {
-	switch b := ev.GetBody().(type) {
-	case *nodewardv1.Event_Exec:
-		return b.Exec.GetProcess()
-	case *nodewardv1.Event_Exit:
-		return b.Exit.GetProcess()
-	}
-	return nil
-}
-
 // eventSummary is what happened, in a few words.
 func eventSummary(ev *nodewardv1.Event) (kind, who, what string) {
 	who = "-"
