@@ -130,6 +130,45 @@ func (r *Root) Stat(name string) (fs.FileInfo, error) {
 	return f.Stat()
 }
 
+// Exists reports whether name exists under the root, following links
+// inside it; an error other than "not there" is returned, so a caller can
+// tell "absent" from "could not look".
+func (r *Root) Exists(name string) (bool, error) {
+	_, err := r.Stat(name)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, err
+}
+
+// OpenFile opens name inside the root with the given open(2) flags
+// (O_CLOEXEC is always added) and no check of the file's type, for callers
+// that need a device node, a socket's O_PATH handle or a directory handle.
+func (r *Root) OpenFile(name string, flags uint64) (*os.File, error) {
+	return r.openat(name, flags)
+}
+
+// Readlink reads the link name itself, not what it points at, its parent
+// resolved inside the root. A name that is not a link gives an error that
+// wraps unix.EINVAL, as readlink(2) does.
+func (r *Root) Readlink(name string) (string, error) {
+	clean := path.Clean("/" + name)
+	dir, err := r.openat(path.Dir(clean), unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return "", err
+	}
+	defer dir.Close()
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(int(dir.Fd()), path.Base(clean), buf)
+	if err != nil {
+		return "", &fs.PathError{Op: "readlink", Path: name, Err: err}
+	}
+	return string(buf[:n]), nil
+}
+
 // ReadDir lists a directory inside the root.
 func (r *Root) ReadDir(name string) ([]fs.DirEntry, error) {
 	f, err := r.openat(name, unix.O_RDONLY|unix.O_DIRECTORY)

@@ -142,3 +142,48 @@ func TestOpenMissingRoot(t *testing.T) {
 		t.Fatalf("Open(missing) error = %v", err)
 	}
 }
+
+// Exists and Readlink resolve inside the root like every other read: the
+// link itself is read, its parent never leaves the root.
+func TestExistsAndReadlink(t *testing.T) {
+	dir, _ := tree(t)
+	r, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	exists := []struct {
+		path string
+		want bool
+		err  error
+	}{
+		{"/etc/os-release", true, nil},
+		{"/etc/climb", false, nil},
+		{"/missing", false, nil},
+		{"/etc/loop-a", false, syscall.ELOOP},
+	}
+	for _, tc := range exists {
+		got, err := r.Exists(tc.path)
+		if got != tc.want || !errors.Is(err, tc.err) {
+			t.Errorf("Exists(%q) = %v, %v; want %v, %v", tc.path, got, err, tc.want, tc.err)
+		}
+	}
+	links := []struct {
+		path string
+		want string
+		err  error
+	}{
+		{"/etc/os-release", "../usr/lib/os-release", nil},
+		{"/etc/abs-outside", filepath.Join(filepath.Dir(dir), "outside", "secret"), nil},
+		// The parent resolves inside the root: /etc/../etc/climb is /etc/climb.
+		{"/../etc/climb", "../../../outside/secret", nil},
+		{"/secret", "", syscall.EINVAL},
+		{"/etc/missing", "", fs.ErrNotExist},
+	}
+	for _, tc := range links {
+		got, err := r.Readlink(tc.path)
+		if got != tc.want || !errors.Is(err, tc.err) {
+			t.Errorf("Readlink(%q) = %q, %v; want %q, %v", tc.path, got, err, tc.want, tc.err)
+		}
+	}
+}
