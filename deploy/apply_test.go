@@ -29,7 +29,7 @@ func TestApplyToAPIServer(t *testing.T) {
 	// A strictness check of the path itself: a misspelt field is refused.
 	bad := []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: default}\ndata: {a: b}\ndatta: {}\n")
 	if _, stderr, err := c.run(t, bad, "apply", "--server-side", "--dry-run=server", "--validate=strict", "-f", "-"); err == nil ||
-		!strings.Contains(stderr, `unknown field "datta"`) {
+		!strings.Contains(stderr, "datta") {
 		t.Fatalf("strict validation did not refuse an unknown field: %v %s", err, stderr)
 	}
 
