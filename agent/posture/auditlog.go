@@ -117,7 +117,7 @@ func auditd(ctx context.Context, env *source.Env) *nodewardv1.Finding {
 // rules.d/*.rules when augenrules has not merged them yet.
 func auditRules(root *hostfs.Root) (int, []string, error) {
 	var files []string
-	if ok, err := exists(root, "/etc/audit/audit.rules"); err != nil {
+	if ok, err := root.Exists("/etc/audit/audit.rules"); err != nil {
 		return 0, nil, err
 	} else if ok {
 		files = append(files, "/etc/audit/audit.rules")
@@ -186,7 +186,7 @@ func journaldPersistent(root *hostfs.Root) *nodewardv1.Finding {
 	// systemd reads the main file, then drop-ins in lexical order of their
 	// names across /usr/lib, /run and /etc (same name: /etc wins).
 	var files []string
-	if ok, _ := exists(root, "/etc/systemd/journald.conf"); ok {
+	if ok, _ := root.Exists("/etc/systemd/journald.conf"); ok {
 		files = append(files, "/etc/systemd/journald.conf")
 	}
 	dropins := map[string]string{}
@@ -211,7 +211,7 @@ func journaldPersistent(root *hostfs.Root) *nodewardv1.Finding {
 	}
 	journald := false
 	for _, p := range []string{"/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald"} {
-		if ok, _ := exists(root, p); ok {
+		if ok, _ := root.Exists(p); ok {
 			journald = true
 		}
 	}
@@ -243,7 +243,7 @@ func journaldPersistent(root *hostfs.Root) *nodewardv1.Finding {
 	case "persistent":
 		f.Status = statPass
 	case "auto":
-		ok, err := exists(root, "/var/log/journal")
+		ok, err := root.Exists("/var/log/journal")
 		switch {
 		case err != nil:
 			f.Status = statUnknown

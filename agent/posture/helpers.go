@@ -1,10 +1,6 @@
 package posture
 
 import (
-	"errors"
-	"io/fs"
-
-	"github.com/nodeward/nodeward/agent/hostfs"
 	"github.com/nodeward/nodeward/agent/posture/options"
 	"github.com/nodeward/nodeward/agent/source"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
@@ -51,20 +47,6 @@ func refCIS(title string) *nodewardv1.Reference {
 
 func refSTIG(id, title string) *nodewardv1.Reference {
 	return &nodewardv1.Reference{Framework: stigAL2023, Id: id, Title: title}
-}
-
-// exists reports whether name exists under the root (following links
-// inside it); errors other than "not there" count as unknown and are
-// returned.
-func exists(root *hostfs.Root, name string) (bool, error) {
-	_, err := root.Stat(name)
-	if err == nil {
-		return true, nil
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	return false, err
 }
 
 // postureOptions is the checks' configuration: the agent's flags, or the

@@ -80,7 +80,7 @@ func (s *sshdFacts) decision() string {
 func sshdState(ctx context.Context, env *source.Env, facts *nodewardv1.Snapshot) *sshdFacts {
 	s := &sshdFacts{}
 	for _, b := range sshdBinaries {
-		ok, err := exists(env.Root, b)
+		ok, err := env.Root.Exists(b)
 		if err != nil {
 			s.evidence = append(s.evidence, evd(b, "", "cannot tell: "+err.Error()))
 			continue
@@ -92,7 +92,7 @@ func sshdState(ctx context.Context, env *source.Env, facts *nodewardv1.Snapshot)
 		}
 	}
 	// A package's configuration left on disk says it is (or was) installed.
-	if ok, err := exists(env.Root, "/etc/ssh/sshd_config"); err == nil && ok {
+	if ok, err := env.Root.Exists("/etc/ssh/sshd_config"); err == nil && ok {
 		s.installed = true
 		s.evidence = append(s.evidence, evd("/etc/ssh/sshd_config", "present", "sshd is configured on the host"))
 	}

@@ -30,7 +30,7 @@ func runSSM(ctx context.Context, env *source.Env, facts *nodewardv1.Snapshot) []
 	s := readService(ctx, env, ssmUnits, []string{"amazon-ssm-agent"})
 	f.Evidence = s.evidence
 	for _, b := range ssmBinaries {
-		if ok, _ := exists(env.Root, b); ok {
+		if ok, _ := env.Root.Exists(b); ok {
 			s.installed = true
 			f.Evidence = append(f.Evidence, evd(b, "present", "the SSM agent binary is installed"))
 			break

@@ -111,7 +111,7 @@ func chain(root *hostfs.Root, majmin string, depth int) (*Device, error) {
 		return nil, fmt.Errorf("bad device number %q", majmin)
 	}
 	link := "/sys/dev/block/" + majmin
-	target, err := readlinkIn(root, link)
+	target, err := root.Readlink(link)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", link, err)
 	}
@@ -121,7 +121,7 @@ func chain(root *hostfs.Root, majmin string, depth int) (*Device, error) {
 	}
 	d := &Device{Name: path.Base(sys), MajMin: majmin, SysPath: sys}
 	var errs []error
-	if ok, _ := exists(root, sys+"/partition"); ok {
+	if ok, _ := root.Exists(sys + "/partition"); ok {
 		d.Kind = KindPartition
 		disk := path.Dir(sys)
 		mm, err := readAttr(root, disk+"/dev")
@@ -197,28 +197,18 @@ func readAttr(root *hostfs.Root, name string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-func exists(root *hostfs.Root, name string) (bool, error) {
-	_, err := root.Stat(name)
-	if err == nil {
-		return true, nil
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	return false, err
-}
-
 // HeaderSize is how much of a device is read to look for a LUKS header.
 const HeaderSize = 4096
 
 // readHeader opens a device node (or, in a test tree, a regular file
 // standing for one) under the root and parses its first bytes.
 func readHeader(root *hostfs.Root, name string) (*LUKSHeader, bool, error) {
-	fd, err := openIn(root.Dir(), name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+	f, err := root.OpenFile(name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
 	if err != nil {
 		return nil, false, err
 	}
-	defer func() { _ = unix.Close(fd) }()
+	defer f.Close()
+	fd := int(f.Fd())
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, false, &fs.PathError{Op: "stat", Path: name, Err: err}
@@ -262,41 +252,6 @@ func Ext4Encrypt(b []byte) bool {
 		return false
 	}
 	return binary.LittleEndian.Uint32(sb[ext4IncompatOffset:])&ext4IncompatCrypt != 0
-}
-
-func openIn(dir, name string, flags uint64) (int, error) {
-	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, &fs.PathError{Op: "open", Path: dir, Err: err}
-	}
-	defer func() { _ = unix.Close(dfd) }()
-	how := unix.OpenHow{Flags: flags | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
-	for {
-		fd, err := unix.Openat2(dfd, strings.TrimPrefix(path.Clean("/"+name), "/"), &how)
-		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
-			continue
-		}
-		if err != nil {
-			return -1, &fs.PathError{Op: "open", Path: name, Err: err}
-		}
-		return fd, nil
-	}
-}
-
-// readlinkIn reads a link under the root, its parent resolved inside it.
-func readlinkIn(root *hostfs.Root, name string) (string, error) {
-	clean := path.Clean("/" + name)
-	dfd, err := openIn(root.Dir(), path.Dir(clean), unix.O_PATH|unix.O_DIRECTORY)
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = unix.Close(dfd) }()
-	buf := make([]byte, 4096)
-	n, err := unix.Readlinkat(dfd, path.Base(clean), buf)
-	if err != nil {
-		return "", &fs.PathError{Op: "readlink", Path: name, Err: err}
-	}
-	return string(buf[:n]), nil
 }
 
 // LUKSHeader is what the binary LUKS header says.

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -85,14 +84,15 @@ var ErrNoBus = errors.New("no system D-Bus socket")
 func Query(ctx context.Context, root *hostfs.Root, units []string) ([]Unit, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	fd, err := openPathIn(root.Dir(), SystemBusPath)
+	f, err := root.OpenFile(SystemBusPath, unix.O_PATH)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w at %s: %w", ErrNoBus, SystemBusPath, err)
 		}
 		return nil, fmt.Errorf("open %s: %w", SystemBusPath, err)
 	}
-	defer func() { _ = unix.Close(fd) }()
+	defer f.Close()
+	fd := int(f.Fd())
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("stat %s: %w", SystemBusPath, err)
@@ -145,27 +145,6 @@ func Query(ctx context.Context, root *hostfs.Root, units []string) ([]Unit, erro
 		out = append(out, u)
 	}
 	return out, nil
-}
-
-// openPathIn opens name with O_PATH inside dir, resolving every link
-// inside dir.
-func openPathIn(dir, name string) (int, error) {
-	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, &fs.PathError{Op: "open", Path: dir, Err: err}
-	}
-	defer func() { _ = unix.Close(dfd) }()
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
-	for {
-		fd, err := unix.Openat2(dfd, strings.TrimPrefix(path.Clean("/"+name), "/"), &how)
-		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
-			continue
-		}
-		if err != nil {
-			return -1, &fs.PathError{Op: "open", Path: name, Err: err}
-		}
-		return fd, nil
-	}
 }
 
 // Unit file search path, in systemd's order of precedence.
@@ -226,33 +205,17 @@ func Offline(root *hostfs.Root, name string) (Unit, error) {
 }
 
 // readlinkIn reads the link name itself under the root, its parent
-// resolved inside the root. It returns fs.ErrNotExist when nothing is
-// there.
-func readlinkIn(root *hostfs.Root, name string) (string, bool, error) {
-	clean := path.Clean("/" + name)
-	dfd, err := openPathIn(root.Dir(), path.Dir(clean))
+// resolved inside the root; isLink is false, with no error, for a name that
+// is there but not a link. A missing name gives fs.ErrNotExist.
+func readlinkIn(root *hostfs.Root, name string) (target string, isLink bool, err error) {
+	target, err = root.Readlink(name)
+	if errors.Is(err, unix.EINVAL) {
+		return "", false, nil
+	}
 	if err != nil {
 		return "", false, err
 	}
-	defer func() { _ = unix.Close(dfd) }()
-	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, path.Base(clean), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return "", false, &fs.PathError{Op: "lstat", Path: name, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-		return "", false, nil
-	}
-	buf := make([]byte, 4096)
-	n, err := unix.Readlinkat(dfd, path.Base(clean), buf)
-	if err != nil {
-		return "", false, &fs.PathError{Op: "readlink", Path: name, Err: err}
-	}
-	return string(buf[:n]), true, nil
-}
-
-// ReadlinkIn is readlinkIn for other packages' checks.
-func ReadlinkIn(root *hostfs.Root, name string) (target string, isLink bool, err error) {
-	return readlinkIn(root, name)
+	return target, true, nil
 }
 
 // State answers for units: over D-Bus when the bus answers, else from the
