@@ -143,7 +143,11 @@ func TestAuthOverTLS(t *testing.T) {
 			before := refusals(t, metricsAddr)[tc.reason]
 			a := agent(tc.node, tc.creds...)
 			l := a.await("collector stream lost, reconnecting", 30*time.Second)
-			if msg := fmt.Sprint(l["err"]); !strings.Contains(msg, tc.code) || !strings.Contains(msg, tc.reason) {
+			// A refusal can end the stream before the agent's Hello is
+			// written; its Send then sees EOF, not the status.
+			if msg := fmt.Sprint(l["err"]); strings.HasSuffix(msg, "EOF") {
+				t.Logf("agent saw %q (the refusal raced its Hello)", msg)
+			} else if !strings.Contains(msg, tc.code) || !strings.Contains(msg, tc.reason) {
 				t.Errorf("agent was told %q, want %s and %s", msg, tc.code, tc.reason)
 			}
 			a.stop()
