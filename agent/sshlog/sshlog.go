@@ -16,7 +16,6 @@ import (
 	"time"
 
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Line is one sshd log line: when and by which process, if the log says,
@@ -228,12 +227,4 @@ func indexOf(f []string, s string) int {
 		}
 	}
 	return -1
-}
-
-// Stamp returns the line's time as a proto timestamp, nil when unknown.
-func (l Line) Stamp() *timestamppb.Timestamp {
-	if l.Time.IsZero() {
-		return nil
-	}
-	return timestamppb.New(l.Time)
 }

@@ -68,16 +68,6 @@ func (c *Cache) Len() int {
 	return len(c.byPID)
 }
 
-// Get returns the cached process with this pid and start time.
-func (c *Cache) Get(pid uint32, startTicks uint64) *nodewardv1.Process {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e := c.lookupLocked(procKey{pid, startTicks}); e != nil {
-		return e.proc
-	}
-	return nil
-}
-
 // putLocked stores p under key, replacing whatever had that pid.
 func (c *Cache) putLocked(key, parent procKey, p *nodewardv1.Process) *entry {
 	e := &entry{proc: p, parent: parent, selfStart: key.start, brief: brief(p)}

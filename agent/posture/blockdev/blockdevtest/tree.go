@@ -97,13 +97,6 @@ func (tr *Tree) DM(name, majmin, dmName, uuid string, slaves ...string) {
 	}
 }
 
-// DevFile writes b as /dev/NAME: a regular file standing for the device
-// node, holding the device's first bytes.
-func (tr *Tree) DevFile(name string, b []byte) {
-	tr.t.Helper()
-	tr.write("dev/"+name, string(b))
-}
-
 // MountInfo writes proc/1/mountinfo under procDir from "majmin mountpoint
 // fstype source" lines.
 func MountInfo(t testing.TB, procDir string, mounts ...string) {
