@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -183,7 +184,7 @@ func (s *Sender) session(ctx context.Context) (welcomed bool, err error) {
 	hello := &nodewardv1.Hello{NodeName: s.cfg.NodeName, BootId: s.cfg.BootID, AgentVersion: s.cfg.AgentVersion, LastAckedSequence: s.lastAcked}
 	s.mu.Unlock()
 	if err := stream.Send(&nodewardv1.ConnectRequest{Payload: &nodewardv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
-		return false, fmt.Errorf("send hello: %w", err)
+		return false, fmt.Errorf("send hello: %w", streamError(stream, err))
 	}
 	first, err := recvWithin(ctx, stream, s.cfg.AckTimeout)
 	if err != nil {
@@ -223,7 +224,7 @@ func (s *Sender) session(ctx context.Context) (welcomed bool, err error) {
 				break
 			}
 			if err := stream.Send(req); err != nil {
-				return true, fmt.Errorf("send: %w", err)
+				return true, fmt.Errorf("send: %w", streamError(stream, err))
 			}
 			if waitSince.IsZero() {
 				waitSince = time.Now()
@@ -252,6 +253,18 @@ func (s *Sender) session(ctx context.Context) (welcomed bool, err error) {
 			}
 		}
 	}
+}
+
+// streamError turns the io.EOF a send reports on a stream the server has
+// ended into the status the server ended it with (a refusal's reason).
+func streamError(stream nodewardv1.AgentService_ConnectClient, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	if _, rerr := stream.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
+		return rerr
+	}
+	return err
 }
 
 // recvWithin receives one message or gives up after d.
