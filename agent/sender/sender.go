@@ -224,7 +224,8 @@ func (s *Sender) session(ctx context.Context) (welcomed bool, err error) {
 				break
 			}
 			if err := stream.Send(req); err != nil {
-				return true, fmt.Errorf("send: %w", streamError(stream, err))
+				// The receiving goroutine sees the server's status, if any.
+				return true, fmt.Errorf("send: %w", err)
 			}
 			if waitSince.IsZero() {
 				waitSince = time.Now()
@@ -256,7 +257,8 @@ func (s *Sender) session(ctx context.Context) (welcomed bool, err error) {
 }
 
 // streamError turns the io.EOF a send reports on a stream the server has
-// ended into the status the server ended it with (a refusal's reason).
+// ended into the status the server ended it with (a refusal's reason). Only
+// for before the receiving goroutine starts: a stream has one reader.
 func streamError(stream nodewardv1.AgentService_ConnectClient, err error) error {
 	if !errors.Is(err, io.EOF) {
 		return err
