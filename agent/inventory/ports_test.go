@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -412,25 +411,9 @@ func TestPortsMatchSS(t *testing.T) {
 
 	// A separate namespace, with a listener this process opens from a
 	// thread inside it and two a helper process started there holds.
-	ns := fmt.Sprintf("nwports%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", ns, err, out)
-		}
-	})
-	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s link set lo up: %v: %s", ns, err, out)
-	}
+	ns, nsFile := testutil.NetNS(t, "nwports")
 	nsIno := netnsInode(t, "/run/netns/"+ns)
-	nsFile, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsFile.Close()
-	inNS := listenInNS(t, int(nsFile.Fd()))
+	inNS := testutil.ListenInNetNS(t, int(nsFile.Fd()))
 	t.Cleanup(func() { inNS.Close() })
 	wants[inodeOfConn(t, inNS.(*net.TCPListener))] = want{nodewardv1.Protocol_PROTOCOL_TCP, "127.0.0.1", uint32(inNS.Addr().(*net.TCPAddr).Port), nodewardv1.Exposure_EXPOSURE_LOOPBACK, os.Getpid(), false}
 
@@ -657,31 +640,6 @@ func cgroupMount(t *testing.T) string {
 }
 
 func exeBase(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
-
-// listenInNS opens a loopback TCP listener inside the namespace nsFD from
-// a thread that never leaves it (the runtime discards the thread).
-func listenInNS(t *testing.T, nsFD int) net.Listener {
-	t.Helper()
-	type result struct {
-		ln  net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		ch <- result{ln, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	return r.ln
-}
 
 // TestOwnerSearchReadsHighDescriptors checks owners are found above each
 // window bound, where the search only looks when lower windows did not

@@ -7,10 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
 	"slices"
-	"strconv"
 	"syscall"
 	"testing"
 
@@ -130,24 +127,9 @@ func assertHas(t *testing.T, socks []Socket, want Socket) {
 // namespace, and checks the namespace of the caller does not show it.
 func TestDialNetNS(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		testutil.Unavailable(t, "ip(8) not installed (iproute2)")
-	}
-	name := "nwdiag" + strconv.Itoa(os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip link set lo up: %v: %s", err, out)
-	}
-	ns, err := os.Open("/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	_, ns := testutil.NetNS(t, "nwdiag")
 
-	ln := listenIn(t, int(ns.Fd()))
+	ln := testutil.ListenInNetNS(t, int(ns.Fd()))
 	defer ln.Close()
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	ino := inodeOf(t, ln.(*net.TCPListener))
@@ -179,30 +161,6 @@ func TestDialNetNS(t *testing.T) {
 			t.Errorf("the other namespace's listener shows in the caller's: %+v", s)
 		}
 	}
-}
-
-// listenIn opens a loopback TCP listener inside the namespace nsFD.
-func listenIn(t *testing.T, nsFD int) net.Listener {
-	t.Helper()
-	type result struct {
-		ln  net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		ch <- result{ln, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	return r.ln
 }
 
 // msg builds one netlink message of type typ with body.
