@@ -201,9 +201,9 @@ func (a *simAgent) send(ctx context.Context, req *nodewardv1.ConnectRequest, eve
 }
 
 // drain waits until every sent message is acked.
-func (a *simAgent) drain(timeout time.Duration) bool {
+func (a *simAgent) drain(ctx context.Context, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
 		a.mu.Lock()
 		n := len(a.pending)
 		a.mu.Unlock()
@@ -382,7 +382,7 @@ func runIngest(ctx context.Context, w io.Writer, c *client, o *loadOptions) erro
 			}
 		}
 		for _, a := range agents {
-			a.drain(60 * time.Second)
+			a.drain(ctx, 60*time.Second)
 		}
 		ackLat.mu.Lock()
 		ackLat.d = nil // snapshot acks are not the ingest figure
@@ -438,12 +438,20 @@ func runIngest(ctx context.Context, w io.Writer, c *client, o *loadOptions) erro
 	for _, a := range agents {
 		sentEvents += a.acked.Load()
 	}
-	undrained := 0
+	// Wait for the acks of what was sent, all agents at once, bounded.
+	var undrainedN atomic.Int64
+	var dwg sync.WaitGroup
 	for _, a := range agents {
-		if !a.drain(30 * time.Second) {
-			undrained++
-		}
+		dwg.Add(1)
+		go func() {
+			defer dwg.Done()
+			if !a.drain(ctx, 60*time.Second) {
+				undrainedN.Add(1)
+			}
+		}()
 	}
+	dwg.Wait()
+	undrained := undrainedN.Load()
 	elapsed := time.Since(start)
 	time.Sleep(500 * time.Millisecond) // let tails receive the last batches
 	stopTails()

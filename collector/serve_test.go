@@ -94,7 +94,7 @@ func sendEvents(t *testing.T, ctx context.Context, a *simAgent, seq uint64, evs 
 	if err := a.send(ctx, &nodewardv1.ConnectRequest{Payload: &nodewardv1.ConnectRequest_Events{Events: &nodewardv1.EventBatch{Events: evs}}}, len(evs)); err != nil {
 		t.Fatal(err)
 	}
-	if !a.drain(10 * time.Second) {
+	if !a.drain(ctx, 10*time.Second) {
 		t.Fatal("batch not acked")
 	}
 }

@@ -77,7 +77,14 @@ func (c *Committer) Close() {
 	c.wg.Wait()
 }
 
-func rows(r *Request) int { return len(r.Events) + 1 }
+// rows is a request's weight in a group: its events, or a snapshot's
+// inventory rows, so a group of snapshots stays as short as one of events.
+func rows(r *Request) int {
+	if r.Snapshot != nil {
+		return 1 + len(r.Snapshot.GetPackages().GetPackages()) + len(r.Snapshot.GetPorts().GetPorts()) + len(r.Snapshot.GetFindings())
+	}
+	return len(r.Events) + 1
+}
 
 func (c *Committer) run() {
 	defer c.wg.Done()
@@ -119,10 +126,13 @@ func (c *Committer) commit(group []*Request) {
 	defer cancel()
 	err := c.apply(ctx, group)
 	if err != nil && len(group) > 1 {
-		// One bad request must not fail the rest: retry them one by one.
+		// One bad request must not fail the rest: retry them one by one,
+		// each with a time budget of its own.
 		for _, r := range group {
 			r.Duplicate = false
-			r.done <- c.apply(ctx, []*Request{r})
+			rctx, rcancel := context.WithTimeout(context.Background(), 60*time.Second)
+			r.done <- c.apply(rctx, []*Request{r})
+			rcancel()
 		}
 		return
 	}

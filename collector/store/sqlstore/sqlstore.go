@@ -444,13 +444,20 @@ func (s *Store) writeDelta(ctx context.Context, tx *sql.Tx, r *store.Request, d 
 			return fmt.Errorf("packages: %w", err)
 		}
 	}
-	for _, p := range d.AddPackages {
-		b, err := proto.Marshal(p)
-		if err != nil {
-			return err
+	// One multi-row INSERT per chunk: a first snapshot carries hundreds of
+	// packages, and each statement is a round trip on PostgreSQL.
+	const chunk = 100
+	for lo := 0; lo < len(d.AddPackages); lo += chunk {
+		part := d.AddPackages[lo:min(lo+chunk, len(d.AddPackages))]
+		args := make([]any, 0, 5*len(part))
+		for _, p := range part {
+			b, err := proto.Marshal(p)
+			if err != nil {
+				return err
+			}
+			args = append(args, r.Node, clean(store.PackageKey(p)), clean(p.GetName()), now, b)
 		}
-		if err := exec(`INSERT INTO packages (node, pkey, name, first_seen_ns, body) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-			r.Node, clean(store.PackageKey(p)), clean(p.GetName()), now, b); err != nil {
+		if err := exec(`INSERT INTO packages (node, pkey, name, first_seen_ns, body) VALUES `+values(len(part), 5)+` ON CONFLICT DO NOTHING`, args...); err != nil {
 			return fmt.Errorf("packages: %w", err)
 		}
 	}
@@ -493,6 +500,12 @@ func (s *Store) writeDelta(ctx context.Context, tx *sql.Tx, r *store.Request, d 
 		}
 	}
 	return nil
+}
+
+// values is "(?, ?), (?, ?)" for n rows of cols columns.
+func values(n, cols int) string {
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + ")"
+	return strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
 }
 
 // LastSequence implements store.Store.
