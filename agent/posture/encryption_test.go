@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,18 +97,11 @@ func TestEncryptionLoopAndManyMounts(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	img := filepath.Join(t.TempDir(), "snap.img")
 	must(t, os.WriteFile(img, make([]byte, 1<<20), 0o644))
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		testutil.Unavailable(t, "losetup: "+err.Error())
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
-	mm, err := os.ReadFile("/sys/block/" + filepath.Base(loop) + "/dev")
-	must(t, err)
+	loop, mm := blockdevtest.Loop(t, img)
 	proc := t.TempDir()
-	lines := []string{strings.TrimSpace(string(mm)) + " /snap/core/1 squashfs " + loop}
+	lines := []string{mm + " /snap/core/1 squashfs " + loop}
 	for i := 0; i < 6; i++ {
-		lines = append(lines, fmt.Sprintf("%s /var/lib/kubelet/pods/p%d/volumes/x squashfs %s", strings.TrimSpace(string(mm)), i, loop))
+		lines = append(lines, fmt.Sprintf("%s /var/lib/kubelet/pods/p%d/volumes/x squashfs %s", mm, i, loop))
 	}
 	blockdevtest.MountInfo(t, proc, lines...)
 	live, err := hostfs.Open("/")

@@ -120,22 +120,13 @@ func TestChainLiveLoopLUKS(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	uuid := "3f0c2a51-7b9e-4d16-8e2a-5c4b1d7f9a30"
 	img := luksImage(t, "luks2", uuid)
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		testutil.Unavailable(t, "losetup: "+err.Error())
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
-	mm, err := os.ReadFile("/sys/block/" + filepath.Base(loop) + "/dev")
-	if err != nil {
-		t.Fatal(err)
-	}
+	loop, mm := blockdevtest.Loop(t, img)
 	root, err := hostfs.Open("/")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = root.Close() }()
-	d, err := blockdev.Chain(root, strings.TrimSpace(string(mm)))
+	d, err := blockdev.Chain(root, mm)
 	if err != nil {
 		t.Fatal(err)
 	}
