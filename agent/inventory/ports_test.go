@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -347,20 +346,6 @@ func netnsInode(t *testing.T, path string) uint64 {
 	return st.Ino
 }
 
-func inodeOfConn(t *testing.T, c syscall.Conn) uint64 {
-	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st unix.Stat_t
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil || serr != nil {
-		t.Fatal(err, serr)
-	}
-	return st.Ino
-}
-
 // TestPortsMatchSS opens listeners of every kind in the host namespace and
 // in a namespace made with ip netns add, then checks the ports source lists
 // what ss -ltnupHe lists there: same sockets, same owning process.
@@ -395,7 +380,7 @@ func TestPortsMatchSS(t *testing.T) {
 			}
 			t.Cleanup(func() { ln.Close() })
 			a := ln.Addr().(*net.TCPAddr)
-			w.proto, w.port, w.addr, ino = nodewardv1.Protocol_PROTOCOL_TCP, uint32(a.Port), a.AddrPort().Addr().String(), inodeOfConn(t, ln.(*net.TCPListener))
+			w.proto, w.port, w.addr, ino = nodewardv1.Protocol_PROTOCOL_TCP, uint32(a.Port), a.AddrPort().Addr().String(), testutil.SocketInode(t, ln.(*net.TCPListener))
 		} else {
 			pc, err := net.ListenPacket(l.network, l.addr)
 			if err != nil {
@@ -403,7 +388,7 @@ func TestPortsMatchSS(t *testing.T) {
 			}
 			t.Cleanup(func() { pc.Close() })
 			a := pc.LocalAddr().(*net.UDPAddr)
-			w.proto, w.port, w.addr, ino = nodewardv1.Protocol_PROTOCOL_UDP, uint32(a.Port), a.AddrPort().Addr().String(), inodeOfConn(t, pc.(*net.UDPConn))
+			w.proto, w.port, w.addr, ino = nodewardv1.Protocol_PROTOCOL_UDP, uint32(a.Port), a.AddrPort().Addr().String(), testutil.SocketInode(t, pc.(*net.UDPConn))
 		}
 		w.exposure = exposureOf(netip.MustParseAddr(w.addr))
 		wants[ino] = w
@@ -415,7 +400,7 @@ func TestPortsMatchSS(t *testing.T) {
 	nsIno := netnsInode(t, "/run/netns/"+ns)
 	inNS := testutil.ListenInNetNS(t, int(nsFile.Fd()))
 	t.Cleanup(func() { inNS.Close() })
-	wants[inodeOfConn(t, inNS.(*net.TCPListener))] = want{nodewardv1.Protocol_PROTOCOL_TCP, "127.0.0.1", uint32(inNS.Addr().(*net.TCPAddr).Port), nodewardv1.Exposure_EXPOSURE_LOOPBACK, os.Getpid(), false}
+	wants[testutil.SocketInode(t, inNS.(*net.TCPListener))] = want{nodewardv1.Protocol_PROTOCOL_TCP, "127.0.0.1", uint32(inNS.Addr().(*net.TCPAddr).Port), nodewardv1.Exposure_EXPOSURE_LOOPBACK, os.Getpid(), false}
 
 	helper, helperTCP, helperUDP := startPortsHelper(t, "1", "ip", "netns", "exec", ns, os.Args[0])
 
@@ -658,7 +643,7 @@ func TestOwnerSearchReadsHighDescriptors(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ln.Close() })
-		return ln, inodeOfConn(t, ln.(*net.TCPListener))
+		return ln, testutil.SocketInode(t, ln.(*net.TCPListener))
 	}
 	inodes := map[uint64]bool{}
 	for _, bound := range fdWindows[:2] {

@@ -8,30 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"syscall"
 	"testing"
 
 	"github.com/nodeward/nodeward/internal/testutil"
 	"golang.org/x/sys/unix"
 )
-
-// inodeOf returns the socket inode of a listener, as the kernel numbers it.
-func inodeOf(t *testing.T, c syscall.Conn) uint32 {
-	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st unix.Stat_t
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil {
-		t.Fatal(err)
-	}
-	if serr != nil {
-		t.Fatal(serr)
-	}
-	return uint32(st.Ino)
-}
 
 func TestDumpSeesOwnListeners(t *testing.T) {
 	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -69,14 +50,14 @@ func TestDumpSeesOwnListeners(t *testing.T) {
 	want := Socket{
 		Family: unix.AF_INET, Protocol: unix.IPPROTO_TCP, State: StateListen,
 		Addr: netip.MustParseAddr("127.0.0.1"), Port: uint16(tcp.Addr().(*net.TCPAddr).Port),
-		UID: uint32(os.Geteuid()), Inode: inodeOf(t, tcp.(*net.TCPListener)),
+		UID: uint32(os.Geteuid()), Inode: uint32(testutil.SocketInode(t, tcp.(*net.TCPListener))),
 	}
 	assertHas(t, tcpSocks, want)
 	for _, s := range tcpSocks {
 		if s.State != StateListen {
 			t.Errorf("TCP dump returned a socket in state %d: %+v", s.State, s)
 		}
-		if s.Inode == inodeOf(t, server.(*net.TCPConn)) || s.Inode == inodeOf(t, client.(*net.TCPConn)) {
+		if s.Inode == uint32(testutil.SocketInode(t, server.(*net.TCPConn))) || s.Inode == uint32(testutil.SocketInode(t, client.(*net.TCPConn))) {
 			t.Errorf("established connection listed as a listener: %+v", s)
 		}
 	}
@@ -99,7 +80,7 @@ func TestDumpSeesOwnListeners(t *testing.T) {
 	assertHas(t, udpSocks, Socket{
 		Family: unix.AF_INET6, Protocol: unix.IPPROTO_UDP, State: StateClose,
 		Addr: netip.MustParseAddr("::1"), Port: uint16(udp.LocalAddr().(*net.UDPAddr).Port),
-		UID: uint32(os.Geteuid()), Inode: inodeOf(t, udp.(*net.UDPConn)),
+		UID: uint32(os.Geteuid()), Inode: uint32(testutil.SocketInode(t, udp.(*net.UDPConn))),
 	})
 }
 
@@ -132,7 +113,7 @@ func TestDialNetNS(t *testing.T) {
 	ln := testutil.ListenInNetNS(t, int(ns.Fd()))
 	defer ln.Close()
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	ino := inodeOf(t, ln.(*net.TCPListener))
+	ino := uint32(testutil.SocketInode(t, ln.(*net.TCPListener)))
 
 	c, err := DialNetNS(int(ns.Fd()))
 	if err != nil {

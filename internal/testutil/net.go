@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -64,4 +65,23 @@ func ListenInNetNS(t testing.TB, nsFD int) net.Listener {
 		t.Fatal(r.err)
 	}
 	return r.ln
+}
+
+// SocketInode returns the inode number the kernel gave c's socket, as
+// sock_diag and /proc/net list it.
+func SocketInode(t testing.TB, c syscall.Conn) uint64 {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fstat(int(fd), &st) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return st.Ino
 }
