@@ -97,7 +97,7 @@ func TestEncryptionLoopAndManyMounts(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	img := filepath.Join(t.TempDir(), "snap.img")
 	must(t, os.WriteFile(img, make([]byte, 1<<20), 0o644))
-	loop, mm := blockdevtest.Loop(t, img)
+	loop, mm := testutil.LoopDevice(t, img)
 	proc := t.TempDir()
 	lines := []string{mm + " /snap/core/1 squashfs " + loop}
 	for i := 0; i < 6; i++ {

@@ -225,7 +225,7 @@ func luksDeviceNode(t *testing.T, node string) {
 		"--pbkdf-force-iterations", "1000", "--uuid", luksUUID, "--label", "data", "--key-file", key, img).CombinedOutput(); err != nil {
 		t.Fatalf("cryptsetup luksFormat: %v\n%s", err, out)
 	}
-	loop, _ := blockdevtest.Loop(t, img)
+	loop, _ := testutil.LoopDevice(t, img)
 	var st unix.Stat_t
 	must(t, unix.Stat(loop, &st))
 	must(t, os.MkdirAll(filepath.Dir(node), 0o755))

@@ -120,7 +120,7 @@ func TestChainLiveLoopLUKS(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	uuid := "3f0c2a51-7b9e-4d16-8e2a-5c4b1d7f9a30"
 	img := luksImage(t, "luks2", uuid)
-	loop, mm := blockdevtest.Loop(t, img)
+	loop, mm := testutil.LoopDevice(t, img)
 	root, err := hostfs.Open("/")
 	if err != nil {
 		t.Fatal(err)

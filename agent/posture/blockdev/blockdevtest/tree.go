@@ -5,13 +5,10 @@ package blockdevtest
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/nodeward/nodeward/internal/testutil"
 )
 
 // Tree is a host root being filled with a sysfs tree.
@@ -116,23 +113,4 @@ func MountInfo(t testing.TB, procDir string, mounts ...string) {
 	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// Loop attaches img to a free loop device, detached when t ends, and
-// returns the device's path and its major:minor. It needs root and
-// losetup(8).
-func Loop(t testing.TB, img string) (dev, majmin string) {
-	t.Helper()
-	testutil.RequirePrivileged(t)
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		testutil.Unavailable(t, "losetup: "+err.Error())
-	}
-	dev = strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
-	mm, err := os.ReadFile("/sys/block/" + filepath.Base(dev) + "/dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dev, strings.TrimSpace(string(mm))
 }
