@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,9 @@ import (
 	"time"
 
 	"github.com/nodeward/nodeward/internal/testutil"
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"google.golang.org/protobuf/proto"
+	_ "modernc.org/sqlite"
 )
 
 // proc is a running binary whose JSON log lines can be awaited.
@@ -198,4 +202,42 @@ func get(m map[string]any, path ...string) any {
 		cur = mm[k]
 	}
 	return cur
+}
+
+// openStore opens the collector's SQLite database read-only, to check what
+// it stored once it has stopped; it is closed when t ends.
+func openStore(t *testing.T, db string) *sql.DB {
+	t.Helper()
+	store, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	return store
+}
+
+// storedEvents decodes every event the collector stored for node.
+func storedEvents(t *testing.T, store *sql.DB, node string) []*nodewardv1.Event {
+	t.Helper()
+	rows, err := store.Query(`SELECT body FROM events WHERE node = ?`, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var evs []*nodewardv1.Event
+	for rows.Next() {
+		var body []byte
+		if err := rows.Scan(&body); err != nil {
+			t.Fatal(err)
+		}
+		ev := &nodewardv1.Event{}
+		if err := proto.Unmarshal(body, ev); err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, ev)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return evs
 }

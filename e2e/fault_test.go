@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,7 +17,6 @@ import (
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -200,32 +198,15 @@ func TestFaultsLoseNothing(t *testing.T) {
 	}
 	col.stop()
 
-	store, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t, db)
 	for a := range agents {
 		node := fmt.Sprintf("fault-%02d", a)
-		rows, err := store.Query(`SELECT body FROM events WHERE node = ?`, node)
-		if err != nil {
-			t.Fatal(err)
-		}
 		seen := make(map[uint32]int, perAgent)
 		total := 0
-		for rows.Next() {
-			var body []byte
-			if err := rows.Scan(&body); err != nil {
-				t.Fatal(err)
-			}
-			ev := &nodewardv1.Event{}
-			if err := proto.Unmarshal(body, ev); err != nil {
-				t.Fatal(err)
-			}
+		for _, ev := range storedEvents(t, store, node) {
 			seen[ev.GetExec().GetProcess().GetPid()]++
 			total++
 		}
-		rows.Close()
 		if total != perAgent || len(seen) != perAgent {
 			t.Errorf("%s: %d events stored, %d distinct; want %d exactly once", node, total, len(seen), perAgent)
 		}
@@ -300,26 +281,9 @@ func TestFullSpoolLossIsExact(t *testing.T) {
 	s.Close()
 	col.stop()
 
-	store, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	rows, err := store.Query(`SELECT body FROM events WHERE node = ?`, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
+	store := openStore(t, db)
 	var stored, reported uint64
-	for rows.Next() {
-		var body []byte
-		if err := rows.Scan(&body); err != nil {
-			t.Fatal(err)
-		}
-		ev := &nodewardv1.Event{}
-		if err := proto.Unmarshal(body, ev); err != nil {
-			t.Fatal(err)
-		}
+	for _, ev := range storedEvents(t, store, node) {
 		if l := ev.GetLoss(); l != nil {
 			reported += l.GetSpool()
 			continue
@@ -383,11 +347,7 @@ func TestFastAgentIsSlowedNotDropped(t *testing.T) {
 	if _, _, lost := s.Stats(); lost != 0 {
 		t.Errorf("the agent dropped %d events", lost)
 	}
-	store, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openStore(t, db)
 	var n int
 	if err := store.QueryRow(`SELECT COUNT(*) FROM events WHERE node = ?`, node).Scan(&n); err != nil {
 		t.Fatal(err)

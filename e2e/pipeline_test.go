@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"github.com/nodeward/nodeward/agent/inventory"
 	"github.com/nodeward/nodeward/internal/testutil"
 	"golang.org/x/sys/unix"
-	_ "modernc.org/sqlite"
 )
 
 // TestNodeArrives runs the collector and an agent on this machine and checks
@@ -126,11 +124,7 @@ func TestCollectorKilledMidSession(t *testing.T) {
 	col.stop()
 
 	stored := map[uint64]bool{}
-	conn, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := openStore(t, db)
 	rows, err := conn.Query(`SELECT seq FROM sequences WHERE node = ?`, name)
 	if err != nil {
 		t.Fatal(err)
