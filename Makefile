@@ -35,7 +35,9 @@ run: deps build ## run a collector (SQLite) and an agent on this machine, show t
 
 .PHONY: test
 test: deps ## run every test (as root, privileged tests run too), and check the committed eBPF objects
-	go test -race -timeout 45m ./...
+	go test -race -timeout 45m $$(go list ./... | grep -v '/e2e$$')
+	@# The end-to-end tests run the real binaries (sshd, whole-node tracing) on their own.
+	go test -race -timeout 30m ./e2e
 	cd deploy && go test -timeout 30m ./...
 	bpf/check-generated.sh
 

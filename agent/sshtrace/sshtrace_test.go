@@ -378,9 +378,10 @@ func testSessions(t *testing.T, sshdPath string) {
 	if got := kinds(evs); len(got) != 2 {
 		t.Errorf("silent connect: %v, want accepted and closed only", got)
 	}
+	// The tracker follows every sshd on the host, so other SSH traffic on the
+	// machine may add to these; this lab adds one key login and two failures.
 	a := l.trk.Activity()
-	if a.GetLogins() != 1 || a.GetFailedAttempts() != 2 || a.GetPasswordLogins() != 0 || a.GetRootLogins() != 0 ||
-		a.GetLastLoginUser() != "nwssh0" || a.GetLastLoginFrom() != "127.0.0.1" {
+	if a.GetLogins() < 1 || a.GetFailedAttempts() < 2 || a.GetLastLogin() == nil {
 		t.Errorf("activity = %v", a)
 	}
 }
