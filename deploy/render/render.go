@@ -145,12 +145,14 @@ func Decode(r io.Reader, scheme *runtime.Scheme) ([]Object, error) {
 	}
 }
 
-// stripComments drops whole-line comments, so that a document holding only
-// comments (a template whose condition is off) counts as empty.
+// stripComments drops whole-line comments and document separators, so that
+// a document holding only comments (a template whose condition is off)
+// counts as empty.
 func stripComments(doc []byte) []byte {
 	var b bytes.Buffer
 	for line := range strings.SplitSeq(string(doc), "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "#") || trimmed == "---" {
 			continue
 		}
 		b.WriteString(line)
