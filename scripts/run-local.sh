@@ -34,7 +34,7 @@ pids+=($!)
 
 export NODEWARD_SERVER=$addr
 for _ in $(seq 300); do
-  "$bin/nodeward" node "$node" >/dev/null 2>&1 && break
+  "$bin/nodeward" node "$node" -o json 2>/dev/null | grep -q '"snapshot"' && break
   if ! kill -0 "${pids[1]}" 2>/dev/null; then cat "$state/agent.log" >&2; exit 1; fi
   sleep 0.1
 done

@@ -3,6 +3,7 @@ package render
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,7 +16,7 @@ func eventSummary(ev *nodewardv1.Event) (kind, who, what string) {
 	switch b := ev.GetBody().(type) {
 	case *nodewardv1.Event_Exec:
 		p := b.Exec.GetProcess()
-		args := strings.Join(p.GetArgs(), " ")
+		args := quoteArgs(p.GetArgs())
 		if p.GetArgsTruncated() {
 			args += " …"
 		}
@@ -53,9 +54,24 @@ func procWho(p *nodewardv1.Process) string {
 		who += " " + pod.GetNamespace() + "/" + pod.GetName()
 	}
 	if s := p.GetSession(); s.GetId() != "" {
-		who += " ssh:" + s.GetUser()
+		kind := strings.ToLower(strings.TrimPrefix(s.GetKind().String(), "SESSION_KIND_"))
+		who += " " + kind + ":" + s.GetUser()
 	}
 	return who
+}
+
+// quoteArgs joins argv for one line of output: an argument with spaces,
+// quotes or control characters (a multi-line `sh -c` script, say) is
+// Go-quoted, so one event stays one line and reads unambiguously.
+func quoteArgs(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsFunc(a, func(r rune) bool { return r <= ' ' || r == '"' || r == '\\' || r == 0x7f }) {
+			a = strconv.Quote(a)
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
 }
 
 // Events prints stored events as a table.
