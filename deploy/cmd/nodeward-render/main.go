@@ -34,7 +34,7 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	if len(args) < 1 {
-		return errors.New("usage: nodeward-render kustomize DIR | helm CHART [--release NAME] [--namespace NS] [--set K=V]...")
+		return errors.New("usage: nodeward-render kustomize DIR | helm CHART [--release NAME] [--namespace NS] [--set K=V ...]")
 	}
 	var (
 		out []byte
