@@ -66,7 +66,10 @@ func SearchEvents(ctx context.Context, req *nodewardv1.QueryEventsRequest, fetch
 		q.UIDs = append(q.UIDs, int64(u))
 	}
 	exact := false
-	if b, ok := f.ExactBinary(); ok {
+	// An exact binary uses the (bin, time) index, unless nodes are given:
+	// a node's events are few, and the planner cannot know the node index
+	// is the narrower one, so the binary is then matched in Go.
+	if b, ok := f.ExactBinary(); ok && len(q.Nodes) == 0 {
 		q.Binary, exact = b, true
 	}
 	// When SQL does all the filtering, read exactly one page plus one row.
