@@ -156,6 +156,7 @@ func runAgent(ctx context.Context, o *runOptions) error {
 	// eBPF tracing (trace.go): events go to the sender in batches, and each
 	// snapshot says whether tracing runs and, if not, why.
 	trc := startTracing(ctx, log, env, o.nodeName, strings.TrimSpace(string(bootID)), o.sshLogs, snd)
+	env.Tracing = trc.Status
 
 	// The first scan names the pods of listening ports when the runtime
 	// answers quickly; a slow one only delays names to a later snapshot.
@@ -174,7 +175,6 @@ func runAgent(ctx context.Context, o *runOptions) error {
 		if err != nil {
 			return err
 		}
-		snap.Node.Tracing = trc.Status()
 		for _, s := range snap.GetSources() {
 			if !s.GetOk() {
 				log.Warn("source failed", "source", s.GetName(), "err", s.GetError())

@@ -34,6 +34,9 @@ func init() {
 func collectOS(_ context.Context, env *source.Env, _ *nodewardv1.Snapshot) (*nodewardv1.Snapshot, error) {
 	node := &nodewardv1.Node{}
 	var errs []error
+	if env.Tracing != nil {
+		node.Tracing = env.Tracing()
+	}
 
 	osr, err := ReadOSRelease(env.Root)
 	if err != nil {

@@ -35,6 +35,9 @@ type Env struct {
 	// Posture holds the checks' thresholds, allow-lists and opt-ins; nil
 	// means the defaults.
 	Posture *options.Posture
+	// Tracing reports the running agent's eBPF tracing, for the node facts
+	// (and the check that judges them); nil in report mode.
+	Tracing func() *nodewardv1.TracingStatus
 }
 
 // PodNamer looks up a container id's pod name, namespace and container name
