@@ -91,7 +91,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 				want = append(want, "Certificate/collector-tls", "Certificate/nodeward-ca", "Issuer/nodeward-ca", "Issuer/nodeward-selfsigned")
 			}
 			if v.monitoring {
-				want = append(want, "PodMonitor/agent", "ServiceMonitor/collector")
+				want = append(want, "ServiceMonitor/collector")
 			}
 			sort.Strings(want)
 			if diff := cmp.Diff(want, keys(m)); diff != "" {
@@ -455,6 +455,12 @@ func TestClusterPlumbing(t *testing.T) {
 			if !slices.Equal(grpcPeers, wantPeers) {
 				t.Errorf("gRPC peers %v, want %v", grpcPeers, wantPeers)
 			}
+			// Nothing reaches the agent: it only dials out.
+			anp := get[*networkingv1.NetworkPolicy](t, m, "NetworkPolicy/agent")
+			if anp.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != "nodeward-agent" ||
+				!slices.Equal(anp.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) || len(anp.Spec.Ingress) != 0 {
+				t.Errorf("agent policy %+v, want all ingress denied", anp.Spec)
+			}
 			// PDB over the collector's pods.
 			pdb := get[*policyv1.PodDisruptionBudget](t, m, "PodDisruptionBudget/collector")
 			if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 ||
@@ -486,7 +492,6 @@ func TestClusterPlumbing(t *testing.T) {
 				if !named {
 					t.Error("the Service has no port named metrics")
 				}
-				get[*monitoringv1.PodMonitor](t, m, "PodMonitor/agent")
 			}
 			if v.certManager {
 				cert := get[*certmanagerv1.Certificate](t, m, "Certificate/collector-tls")

@@ -30,7 +30,7 @@ type variant struct {
 	privileged  bool // agent runs privileged
 	postgres    bool // collector on PostgreSQL, no PVC
 	certManager bool // Issuer and Certificate objects
-	monitoring  bool // ServiceMonitor and PodMonitor
+	monitoring  bool // the collector's ServiceMonitor
 	withNS      bool // the Namespace object is part of the output
 	render      func(t testing.TB) []byte
 }
