@@ -38,7 +38,7 @@ test: deps ## run every test (as root, privileged tests run too), and check the 
 	go test -race -timeout 45m $$(go list ./... | grep -v '/e2e$$')
 	@# The end-to-end tests run the real binaries (sshd, whole-node tracing) on their own.
 	go test -race -timeout 30m ./e2e
-	cd deploy && go test -timeout 30m ./...
+	cd deploy && GOFLAGS=-mod=mod go test -timeout 30m ./...
 	bpf/check-generated.sh
 
 .PHONY: fuzz
@@ -68,11 +68,12 @@ lint: tools ## gofmt, go vet, golangci-lint and buf lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -vE '\.pb\.go$$|_bpfel\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	golangci-lint run ./...
+	cd deploy && golangci-lint run ./...
 	buf lint
 
 .PHONY: image
-image: ## build the agent and collector images with podman/buildah (no Docker engine needed)
-	@deploy/image.sh
+image: ## build the agent and collector images with podman/buildah (no Docker engine needed), saved in bin/images
+	@deploy/image.sh --save bin/images
 
 .PHONY: clean
 clean: ## remove build output and local run state

@@ -31,6 +31,7 @@ type runOptions struct {
 	spoolDir  string
 	spoolMax  int64
 	sshLogs   []string
+	metrics   string
 	criSocket string
 	logLevel  string
 	logFormat string
@@ -60,6 +61,7 @@ with exponential backoff and jitter.`,
 	f.DurationVar(&o.heartbeat, "heartbeat", 30*time.Second, "how often an idle stream tells the collector the node is alive")
 	f.StringVar(&o.spoolDir, "spool-dir", "", "keep unacked data on disk here so a restart loses nothing (a hostPath in the DaemonSet); in memory when empty")
 	f.Int64Var(&o.spoolMax, "spool-max-bytes", 64<<20, "bound on the spool; when full the oldest events are dropped and reported as lost")
+	f.StringVar(&o.metrics, "metrics-listen", "", "serve Prometheus metrics, /healthz and /readyz at this address, e.g. :9421 (off when empty)")
 	f.StringSliceVar(&o.sshLogs, "ssh-log", sshtrace.DefaultLogPaths, "sshd log files under the host root that enrich SSH sessions (auth method, key, failed attempts)")
 	f.StringVar(&o.criSocket, "cri-socket", "", criSocketUsage)
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -157,6 +159,11 @@ func runAgent(ctx context.Context, o *runOptions) error {
 	// snapshot says whether tracing runs and, if not, why.
 	trc := startTracing(ctx, log, env, o.nodeName, strings.TrimSpace(string(bootID)), o.sshLogs, snd)
 	env.Tracing = trc.Status
+	if o.metrics != "" {
+		if err := serveMetrics(ctx, log, o.metrics, snd, trc); err != nil {
+			return err
+		}
+	}
 
 	// The first scan names the pods of listening ports when the runtime
 	// answers quickly; a slow one only delays names to a later snapshot.

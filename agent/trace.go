@@ -283,6 +283,20 @@ func podName(p *nodewardv1.Pod) string {
 type tracing struct {
 	mu     sync.Mutex
 	status *nodewardv1.TracingStatus
+	// counts reads the tracer's running totals; nil while tracing is off.
+	counts func() (tracer.Counts, error)
+}
+
+// Counts returns the tracer's totals, ok false when tracing is off.
+func (t *tracing) Counts() (tracer.Counts, bool) {
+	t.mu.Lock()
+	f := t.counts
+	t.mu.Unlock()
+	if f == nil {
+		return tracer.Counts{}, false
+	}
+	c, err := f()
+	return c, err == nil
 }
 
 // Status is the current tracing status, for Snapshot.node.tracing.
@@ -316,6 +330,9 @@ func startTracing(ctx context.Context, log *slog.Logger, env *source.Env, nodeNa
 		return t
 	}
 	t.set(&nodewardv1.TracingStatus{State: nodewardv1.TracingState_TRACING_STATE_ACTIVE, Programs: tr.Programs()})
+	t.mu.Lock()
+	t.counts = tr.Counts
+	t.mu.Unlock()
 	log.Info("tracing", "programs", tr.Programs())
 
 	var mu sync.Mutex

@@ -3,6 +3,9 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +24,9 @@ func TestNodeArrives(t *testing.T) {
 	bin := build(t)
 	col, addr := serve(t, bin, filepath.Join(t.TempDir(), "nodeward.db"), "")
 	const name = "e2e-arrives"
-	start(t, bin.agent, "run", "--collector", addr, "--node-name", name, "--interval", "1h", "--log-format", "json")
+	agent := start(t, bin.agent, "run", "--collector", addr, "--node-name", name, "--interval", "1h", "--log-format", "json",
+		"--metrics-listen", "127.0.0.1:0")
+	metricsAddr := fmt.Sprint(agent.await("serving metrics and health", 30*time.Second)["listen"])
 
 	var node map[string]any
 	waitFor(t, "the node to arrive", 30*time.Second, func() bool {
@@ -54,6 +59,35 @@ func TestNodeArrives(t *testing.T) {
 		if fmt.Sprint(c[0]) != fmt.Sprint(c[1]) {
 			t.Errorf("%s = %v, want %v", what, c[0], c[1])
 		}
+	}
+
+	// The agent's own health: ready once its stream is up, and metrics that
+	// promtool accepts.
+	waitFor(t, "the agent to be ready", 30*time.Second, func() bool {
+		resp, err := http.Get("http://" + metricsAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		check := exec.Command(promtool, "check", "metrics")
+		check.Stdin = bytes.NewReader(body)
+		if out, err := check.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics: %v\n%s", err, out)
+		}
+		if !bytes.Contains(body, []byte("nodeward_agent_collector_connected 1")) {
+			t.Errorf("agent metrics do not show the stream up:\n%s", body)
+		}
+	} else {
+		testutil.Unavailable(t, "promtool not installed (Debian package prometheus)")
 	}
 
 	out, _, code := cli(t, bin.collector, "nodes", "--server", addr)

@@ -6,13 +6,14 @@ cd "$(dirname "$0")/.."
 time=${1:-10s}
 failed=0
 count=0
-for pkg in $(go list ./...); do
-  dir=$(go list -f '{{.Dir}}' "$pkg")
+# The main module, then the deploy module (kept apart for its Kubernetes dependencies).
+for pkg in $(go list ./...) $(cd deploy && GOFLAGS=-mod=mod go list ./...); do
+  dir=$(go list -f '{{.Dir}}' "$pkg" 2>/dev/null || (cd deploy && GOFLAGS=-mod=mod go list -f '{{.Dir}}' "$pkg"))
   grep -lq '^func Fuzz' "$dir"/*_test.go 2>/dev/null || continue
   for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | awk '{print $2}'); do
     count=$((count + 1))
     echo "fuzz: $pkg $target ($time)"
-    if ! go test "$pkg" -run "^$" -fuzz "^${target}\$" -fuzztime "$time" -fuzzminimizetime=100x >"/tmp/fuzz-$target.log" 2>&1; then
+    if ! (cd "$dir" && GOFLAGS=-mod=mod go test . -run "^$" -fuzz "^${target}\$" -fuzztime "$time" -fuzzminimizetime=100x) >"/tmp/fuzz-$target.log" 2>&1; then
       echo "fuzz: $target FAILED:"; tail -30 "/tmp/fuzz-$target.log"; failed=$((failed + 1))
     fi
   done

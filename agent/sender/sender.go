@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
@@ -55,7 +56,11 @@ type Sender struct {
 	lost, reported uint64
 	queueErr       error
 	wake           chan struct{}
+	connected      atomic.Bool
 }
+
+// Connected reports whether a stream is open and welcomed right now.
+func (s *Sender) Connected() bool { return s.connected.Load() }
 
 // New returns a Sender that streams over conn.
 func New(conn grpc.ClientConnInterface, cfg Config) *Sender {
@@ -198,6 +203,8 @@ func (s *Sender) session(ctx context.Context) (welcomed bool, err error) {
 		return false, err
 	}
 	s.cfg.Log.Info("connected to collector", "collector_version", w.GetCollectorVersion(), "last_stored", w.GetLastStoredSequence())
+	s.connected.Store(true)
+	defer s.connected.Store(false)
 	if s.cfg.OnConnect != nil {
 		s.cfg.OnConnect()
 	}
