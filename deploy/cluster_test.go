@@ -287,6 +287,7 @@ func (c *cluster) installCRDs(t *testing.T) {
 		filepath.Join(cm, "cert-manager.io_certificates.yaml"),
 		filepath.Join(cm, "cert-manager.io_issuers.yaml"),
 		filepath.Join(po, "monitoring.coreos.com_servicemonitors.yaml"),
+		filepath.Join(po, "monitoring.coreos.com_podmonitors.yaml"),
 	}
 	args := []string{"apply", "--server-side", "--field-manager=nodeward-test"}
 	for _, f := range files {
@@ -295,5 +296,5 @@ func (c *cluster) installCRDs(t *testing.T) {
 	c.mustRun(t, nil, args...)
 	c.mustRun(t, nil, "wait", "--for=condition=Established", "--timeout=60s",
 		"crd/certificates.cert-manager.io", "crd/issuers.cert-manager.io",
-		"crd/servicemonitors.monitoring.coreos.com")
+		"crd/servicemonitors.monitoring.coreos.com", "crd/podmonitors.monitoring.coreos.com")
 }

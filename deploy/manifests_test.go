@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/nodeward/nodeward/deploy/render"
@@ -74,7 +73,6 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		t.Run(v.name, func(t *testing.T) {
 			m := index(t, v, decode(t, v))
 			want := []string{
-				"ClusterRole/nodeward-collector", "ClusterRoleBinding/nodeward-collector",
 				"ConfigMap/collector-auth",
 				"DaemonSet/agent", "Deployment/collector",
 				"NetworkPolicy/agent", "NetworkPolicy/collector",
@@ -91,7 +89,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 				want = append(want, "Certificate/collector-tls", "Certificate/nodeward-ca", "Issuer/nodeward-ca", "Issuer/nodeward-selfsigned")
 			}
 			if v.monitoring {
-				want = append(want, "ServiceMonitor/collector")
+				want = append(want, "ServiceMonitor/collector", "PodMonitor/agent")
 			}
 			sort.Strings(want)
 			if diff := cmp.Diff(want, keys(m)); diff != "" {
@@ -252,10 +250,19 @@ func TestAgentDaemonSet(t *testing.T) {
 			if ca == nil || ca.SecretName != "collector-tls" || len(ca.Items) != 1 || ca.Items[0].Key != "ca.crt" {
 				t.Errorf("collector CA volume = %+v, want only ca.crt of collector-tls", ca)
 			}
-			// Probes.
-			for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
-				if p == nil || p.Exec == nil || len(p.Exec.Command) == 0 || p.Exec.Command[0] != "/nodeward-agent" {
-					t.Errorf("%s probe = %+v, want one that runs /nodeward-agent", name, p)
+			// Metrics and health on a named port; probes over HTTP.
+			if !hasArg(c, "--metrics-listen=:9421") {
+				t.Errorf("args %v lack --metrics-listen=:9421", c.Args)
+			}
+			if len(c.Ports) != 1 || c.Ports[0].Name != "metrics" || c.Ports[0].ContainerPort != 9421 ||
+				c.Ports[0].Protocol != corev1.ProtocolTCP || c.Ports[0].HostPort != 0 {
+				t.Errorf("ports = %+v, want only metrics 9421/TCP, no host port", c.Ports)
+			}
+			// Readiness is /healthz, not /readyz: a collector outage must not
+			// make every agent unready and stall a rollout.
+			for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+				if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.String() != "metrics" || p.HTTPGet.Path != "/healthz" {
+					t.Errorf("%s probe = %+v, want HTTP GET /healthz on the metrics port", name, p)
 				}
 			}
 			// Resources: requests and a memory limit, within the budget a
@@ -411,20 +418,23 @@ func TestClusterPlumbing(t *testing.T) {
 					}
 				}
 			}
-			// RBAC: TokenReview only, bound to the collector alone.
-			cr := get[*rbacv1.ClusterRole](t, m, "ClusterRole/nodeward-collector")
-			wantRules := []rbacv1.PolicyRule{{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}}
-			if diff := cmp.Diff(wantRules, cr.Rules); diff != "" {
-				t.Errorf("collector ClusterRole rules (-want +got):\n%s", diff)
-			}
-			crb := get[*rbacv1.ClusterRoleBinding](t, m, "ClusterRoleBinding/nodeward-collector")
-			if len(crb.Subjects) != 1 || crb.Subjects[0].Name != "collector" || crb.Subjects[0].Namespace != v.namespace {
-				t.Errorf("binding subjects %+v", crb.Subjects)
-			}
+			// No RBAC and no API token: the collector checks agents' tokens
+			// against the issuer's JWKS, and neither pod calls the API.
 			for k := range m {
-				if strings.HasPrefix(k, "Role/") || strings.HasPrefix(k, "RoleBinding/") {
-					t.Errorf("unexpected %s: the agent needs no API access", k)
+				for _, kind := range []string{"Role/", "RoleBinding/", "ClusterRole/", "ClusterRoleBinding/"} {
+					if strings.HasPrefix(k, kind) {
+						t.Errorf("unexpected %s: nothing here calls the Kubernetes API", k)
+					}
 				}
+			}
+			for _, name := range []string{"agent", "collector"} {
+				sa := get[*corev1.ServiceAccount](t, m, "ServiceAccount/"+name)
+				if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+					t.Errorf("service account %s mounts an API token", name)
+				}
+			}
+			if cs := get[*appsv1.Deployment](t, m, "Deployment/collector").Spec.Template.Spec; cs.AutomountServiceAccountToken == nil || *cs.AutomountServiceAccountToken {
+				t.Error("the collector pod mounts an API token it never uses")
 			}
 			// Only agents and readers reach the collector's gRPC port.
 			np := get[*networkingv1.NetworkPolicy](t, m, "NetworkPolicy/collector")
@@ -455,11 +465,29 @@ func TestClusterPlumbing(t *testing.T) {
 			if !slices.Equal(grpcPeers, wantPeers) {
 				t.Errorf("gRPC peers %v, want %v", grpcPeers, wantPeers)
 			}
-			// Nothing reaches the agent: it only dials out.
+			// Only Prometheus reaches the agent, on its metrics port alone,
+			// as it reaches the collector's.
 			anp := get[*networkingv1.NetworkPolicy](t, m, "NetworkPolicy/agent")
 			if anp.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] != "nodeward-agent" ||
-				!slices.Equal(anp.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) || len(anp.Spec.Ingress) != 0 {
-				t.Errorf("agent policy %+v, want all ingress denied", anp.Spec)
+				!slices.Equal(anp.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+				t.Errorf("agent policy selects %v types %v", anp.Spec.PodSelector, anp.Spec.PolicyTypes)
+			}
+			var collectorMetrics []networkingv1.NetworkPolicyIngressRule
+			for _, r := range np.Spec.Ingress {
+				if len(r.Ports) == 1 && r.Ports[0].Port.String() == "metrics" {
+					collectorMetrics = append(collectorMetrics, r)
+				}
+			}
+			if len(collectorMetrics) != 1 {
+				t.Fatalf("collector policy has %d metrics rules, want 1", len(collectorMetrics))
+			}
+			if diff := cmp.Diff(collectorMetrics, anp.Spec.Ingress); diff != "" {
+				t.Errorf("agent ingress differs from the collector's metrics rule (-collector +agent):\n%s", diff)
+			}
+			for _, f := range anp.Spec.Ingress[0].From {
+				if f.IPBlock != nil || f.PodSelector == nil || f.PodSelector.MatchLabels["app.kubernetes.io/name"] != "prometheus" {
+					t.Errorf("agent metrics open to %+v, want Prometheus pods only", f)
+				}
 			}
 			// PDB over the collector's pods.
 			pdb := get[*policyv1.PodDisruptionBudget](t, m, "PodDisruptionBudget/collector")
@@ -491,6 +519,20 @@ func TestClusterPlumbing(t *testing.T) {
 				}
 				if !named {
 					t.Error("the Service has no port named metrics")
+				}
+				pm := get[*monitoringv1.PodMonitor](t, m, "PodMonitor/agent")
+				if len(pm.Spec.PodMetricsEndpoints) != 1 || pm.Spec.PodMetricsEndpoints[0].Port == nil ||
+					*pm.Spec.PodMetricsEndpoints[0].Port != "metrics" {
+					t.Errorf("PodMonitor endpoints %+v, want the agent's metrics port", pm.Spec.PodMetricsEndpoints)
+				}
+				ds := get[*appsv1.DaemonSet](t, m, "DaemonSet/agent")
+				if len(pm.Spec.Selector.MatchLabels) == 0 {
+					t.Error("the PodMonitor selects every pod")
+				}
+				for k, val := range pm.Spec.Selector.MatchLabels {
+					if ds.Spec.Template.Labels[k] != val {
+						t.Errorf("PodMonitor selector %s=%s does not match the agent pods", k, val)
+					}
 				}
 			}
 			if v.certManager {

@@ -30,7 +30,7 @@ type variant struct {
 	privileged  bool // agent runs privileged
 	postgres    bool // collector on PostgreSQL, no PVC
 	certManager bool // Issuer and Certificate objects
-	monitoring  bool // the collector's ServiceMonitor
+	monitoring  bool // the collector's ServiceMonitor and the agents' PodMonitor
 	withNS      bool // the Namespace object is part of the output
 	render      func(t testing.TB) []byte
 }
