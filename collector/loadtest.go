@@ -149,11 +149,6 @@ func connectAgent(ctx context.Context, addr, name string, inFlight int, ackLat *
 	return a, nil
 }
 
-type sent struct {
-	at     time.Time
-	events int
-}
-
 func (a *simAgent) readAcks() {
 	for {
 		resp, err := a.stream.Recv()

@@ -279,7 +279,7 @@ func ValidNodeName(name string) error {
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '.' {
 			return fmt.Errorf("node name %q: only lower-case letters, digits, '-' and '.' are allowed", name)
 		}
 	}

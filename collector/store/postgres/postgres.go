@@ -199,12 +199,12 @@ func (s *Store) Follow(ctx context.Context, fn func(store.Committed)) error {
 	first := true
 	backoff := 100 * time.Millisecond
 	for {
-		err := s.listen(ctx, &cursor, first, fn)
-		if ctx.Err() != nil {
-			return nil
+		// A failed LISTEN connection is retried with backoff; the cursor
+		// makes the next one catch up on what was committed meanwhile.
+		if err := s.listen(ctx, &cursor, first, fn); err == nil {
+			backoff = 100 * time.Millisecond
 		}
 		first = false
-		_ = err
 		select {
 		case <-ctx.Done():
 			return nil
