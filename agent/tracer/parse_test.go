@@ -193,8 +193,14 @@ func FuzzParseStat(f *testing.F) {
 	f.Add([]byte("1 ((x)) S 0"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := parseStat(bytes.NewReader(b))
-		if err == nil && !strings.Contains(string(b), "("+s.comm+")") && s.comm == validUTF8(s.comm) {
-			t.Errorf("comm %q not found in %q", s.comm, b)
+		if err != nil {
+			return
+		}
+		// comm is what stands between the first '(' and the last ')', made
+		// valid UTF-8.
+		raw := string(b[bytes.IndexByte(b, '(')+1 : bytes.LastIndexByte(b, ')')])
+		if s.comm != validUTF8(raw) {
+			t.Errorf("comm %q, want %q from %q", s.comm, validUTF8(raw), b)
 		}
 	})
 }
