@@ -8,14 +8,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/nodeward/nodeward/collector/store"
 	"github.com/nodeward/nodeward/collector/store/sqlstore"
@@ -91,51 +85,5 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // migrate applies, in order and each in its own transaction, the embedded
 // migrations the file has not seen yet.
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.writer.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ns INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("schema: %w", err)
-	}
-	var current int
-	if err := s.writer.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
-		return fmt.Errorf("schema version: %w", err)
-	}
-	entries, err := fs.ReadDir(migrations, "migrations")
-	if err != nil {
-		return err
-	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
-	newest := 0
-	for _, e := range entries {
-		v, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: bad name: %w", e.Name(), err)
-		}
-		newest = v
-		if v <= current {
-			continue
-		}
-		body, err := migrations.ReadFile(path.Join("migrations", e.Name()))
-		if err != nil {
-			return err
-		}
-		tx, err := s.writer.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("migration %d: %w", v, err)
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			_ = tx.Rollback()
-			return fmt.Errorf("migration %d: %w", v, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_ns) VALUES (?, ?)`, v, time.Now().UnixNano()); err != nil {
-			_ = tx.Rollback()
-			return fmt.Errorf("migration %d: %w", v, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migration %d: %w", v, err)
-		}
-		current = v
-	}
-	if current > newest {
-		return fmt.Errorf("schema version %d is newer than this collector knows (%d): upgrade the collector", current, newest)
-	}
-	return nil
+	return sqlstore.Migrate(ctx, s.writer, migrations, false)
 }
