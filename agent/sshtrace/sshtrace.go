@@ -27,6 +27,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/nodeward/nodeward/agent/hostfs"
+	"github.com/nodeward/nodeward/agent/tracer"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -554,11 +555,7 @@ func remoteKey(addr string, port uint32) string {
 }
 
 func (t *Tracker) execID(pid uint32, startTicks uint64) string {
-	boot := t.cfg.BootID
-	if len(boot) > 8 {
-		boot = boot[:8]
-	}
-	return t.cfg.NodeName + ":" + boot + ":" + strconv.FormatUint(startTicks, 10) + ":" + strconv.FormatUint(uint64(pid), 10)
+	return tracer.ExecIDWith(tracer.ExecIDPrefix(t.cfg.NodeName, t.cfg.BootID), pid, startTicks)
 }
 
 func addr(family uint8, b [16]uint8) string {

@@ -44,10 +44,21 @@ type Cache struct {
 // NewCache returns an empty cache whose exec ids start with the node name
 // and boot id.
 func NewCache(nodeName, bootID string, clock bootClock) *Cache {
+	return &Cache{prefix: ExecIDPrefix(nodeName, bootID), clock: clock, byPID: map[uint32]*entry{}}
+}
+
+// ExecIDPrefix is the node and boot part every exec id on this boot starts
+// with; others that name processes (SSH sessions) use it too.
+func ExecIDPrefix(nodeName, bootID string) string {
 	if len(bootID) > 8 {
 		bootID = bootID[:8]
 	}
-	return &Cache{prefix: nodeName + ":" + bootID + ":", clock: clock, byPID: map[uint32]*entry{}}
+	return nodeName + ":" + bootID + ":"
+}
+
+// ExecIDWith is the exec id of pid started at startTicks, after prefix.
+func ExecIDWith(prefix string, pid uint32, startTicks uint64) string {
+	return prefix + strconv.FormatUint(startTicks, 10) + ":" + strconv.FormatUint(uint64(pid), 10)
 }
 
 // ExecID is the stable id of a process: node, boot, start time and pid, so
