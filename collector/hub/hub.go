@@ -6,12 +6,14 @@
 package hub
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nodeward/nodeward/collector/store"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -52,11 +54,39 @@ func New(queue int) *Hub {
 	return &Hub{queue: queue, subs: map[*Subscriber]struct{}{}, nodes: map[string]*nodeSeq{}}
 }
 
+// Batch is one commit's events as subscribers receive them. Every
+// subscriber is handed the same Batch, so an event is encoded once however
+// many tails send it.
+type Batch struct {
+	Events []*nodewardv1.Event
+
+	once    sync.Once
+	encoded [][]byte
+	err     error
+}
+
+// Encoded returns event i in protobuf wire form.
+func (b *Batch) Encoded(i int) ([]byte, error) {
+	b.once.Do(func() {
+		b.encoded = make([][]byte, len(b.Events))
+		for j, ev := range b.Events {
+			if b.encoded[j], b.err = proto.Marshal(ev); b.err != nil {
+				b.err = fmt.Errorf("encode event %s/%d/%d: %w", ev.GetNodeName(), ev.GetSequence(), ev.GetIndex(), b.err)
+				return
+			}
+		}
+	})
+	if b.err != nil {
+		return nil, b.err
+	}
+	return b.encoded[i], nil
+}
+
 // Subscriber is one tail. Read batches from C; call Close when done.
 type Subscriber struct {
 	h  *Hub
-	C  <-chan []*nodewardv1.Event
-	ch chan []*nodewardv1.Event
+	C  <-chan *Batch
+	ch chan *Batch
 
 	mu     sync.Mutex
 	queued atomic.Int64
@@ -66,7 +96,7 @@ type Subscriber struct {
 
 // Subscribe adds a subscriber.
 func (h *Hub) Subscribe() *Subscriber {
-	ch := make(chan []*nodewardv1.Event, 4096)
+	ch := make(chan *Batch, 4096)
 	s := &Subscriber{h: h, C: ch, ch: ch}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
@@ -148,23 +178,24 @@ func (h *Hub) Publish(c store.Committed) {
 		return
 	}
 	h.published.Add(uint64(len(batch)))
+	b := &Batch{Events: batch}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for s := range h.subs {
-		s.offer(batch)
+		s.offer(b)
 	}
 }
 
-func (s *Subscriber) offer(batch []*nodewardv1.Event) {
+func (s *Subscriber) offer(batch *Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return
 	}
-	n := int64(len(batch))
+	n := int64(len(batch.Events))
 	if s.missed > 0 {
 		// Announce the loss at the point it happened, before newer events.
-		gap := []*nodewardv1.Event{{Time: timestamppb.New(time.Now()), Body: &nodewardv1.Event_Gap{Gap: &nodewardv1.GapEvent{Missed: s.missed}}}}
+		gap := &Batch{Events: []*nodewardv1.Event{{Time: timestamppb.New(time.Now()), Body: &nodewardv1.Event_Gap{Gap: &nodewardv1.GapEvent{Missed: s.missed}}}}}
 		if s.queued.Load()+n+1 > int64(s.h.queue) || !s.send(gap) {
 			s.drop(n)
 			return
@@ -176,10 +207,10 @@ func (s *Subscriber) offer(batch []*nodewardv1.Event) {
 	}
 }
 
-func (s *Subscriber) send(batch []*nodewardv1.Event) bool {
+func (s *Subscriber) send(batch *Batch) bool {
 	select {
 	case s.ch <- batch:
-		s.queued.Add(int64(len(batch)))
+		s.queued.Add(int64(len(batch.Events)))
 		return true
 	default:
 		return false

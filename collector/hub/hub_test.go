@@ -6,6 +6,7 @@ import (
 
 	"github.com/nodeward/nodeward/collector/store"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 func batch(n int) []*nodewardv1.Event {
@@ -33,21 +34,21 @@ func TestSlowSubscriberGetsGapAndNeverBlocks(t *testing.T) {
 	got := 0
 	for len(slow.C) > 0 {
 		b := <-slow.C
-		got += len(b)
-		slow.Done(len(b))
+		got += len(b.Events)
+		slow.Done(len(b.Events))
 	}
 	if got != 8 {
 		t.Fatalf("slow subscriber queued %d events, want 8", got)
 	}
 	h.Publish(store.Committed{Node: "a", Seq: 26, Events: batch(1)})
-	var b []*nodewardv1.Event
+	var b *Batch
 	select {
 	case b = <-slow.C:
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing delivered after the subscriber caught up")
 	}
-	if b[0].GetGap().GetMissed() != 92 {
-		t.Fatalf("first event after the loss is %v, want a gap of 92 missed", b[0])
+	if b.Events[0].GetGap().GetMissed() != 92 {
+		t.Fatalf("first event after the loss is %v, want a gap of 92 missed", b.Events[0])
 	}
 	if h.Dropped() != 92 {
 		t.Fatalf("Dropped() = %d, want 92", h.Dropped())
@@ -64,7 +65,7 @@ func TestSequenceGapsAndDuplicates(t *testing.T) {
 	h.Publish(store.Committed{Node: "a", Seq: 12, Events: batch(1)})
 	var kinds []string
 	for len(s.C) > 0 {
-		for _, ev := range <-s.C {
+		for _, ev := range (<-s.C).Events {
 			if g := ev.GetGap(); g != nil {
 				kinds = append(kinds, "gap")
 				if g.GetFromSequence() != 9 || g.GetToSequence() != 11 {
@@ -77,5 +78,31 @@ func TestSequenceGapsAndDuplicates(t *testing.T) {
 	}
 	if len(kinds) != 3 || kinds[0] != "exec" || kinds[1] != "gap" || kinds[2] != "exec" {
 		t.Fatalf("delivered %v, want exec gap exec", kinds)
+	}
+}
+
+// Every subscriber gets the same batch, and its encoding is the event's.
+func TestBatchEncodedOnceForAllSubscribers(t *testing.T) {
+	h := New(100)
+	a, b := h.Subscribe(), h.Subscribe()
+	defer a.Close()
+	defer b.Close()
+	h.Publish(store.Committed{Node: "a", Seq: 1, Events: batch(3)})
+	ba, bb := <-a.C, <-b.C
+	if ba != bb {
+		t.Fatal("subscribers were handed different batches: each would encode its own")
+	}
+	for i, ev := range ba.Events {
+		enc, err := ba.Encoded(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := &nodewardv1.Event{}
+		if err := proto.Unmarshal(enc, got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got, ev) {
+			t.Fatalf("event %d encoded as %v, want %v", i, got, ev)
+		}
 	}
 }

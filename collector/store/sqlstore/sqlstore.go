@@ -391,7 +391,8 @@ func (s *Store) applySnapshot(ctx context.Context, tx *sql.Tx, r *store.Request)
 		latest sql.NullInt64
 		oldRaw []byte
 	)
-	if err := tx.QueryRowContext(ctx, s.q(`SELECT snapshot_seq, snapshot FROM nodes WHERE name = ?`), r.Node).Scan(&latest, &oldRaw); err != nil {
+	if err := tx.QueryRowContext(ctx, s.q(`SELECT n.snapshot_seq, h.snapshot FROM nodes n
+		LEFT JOIN snapshots h ON h.node = n.name AND h.seq = n.snapshot_seq WHERE n.name = ?`), r.Node).Scan(&latest, &oldRaw); err != nil {
 		return fmt.Errorf("read latest: %w", err)
 	}
 	if !latest.Valid || int64(r.Seq) > latest.Int64 {
@@ -409,16 +410,12 @@ func (s *Store) applySnapshot(ctx context.Context, tx *sql.Tx, r *store.Request)
 		if err := s.writeDelta(ctx, tx, r, d); err != nil {
 			return err
 		}
-		body, err := proto.Marshal(snap)
-		if err != nil {
-			return fmt.Errorf("encode snapshot: %w", err)
-		}
 		info, err := proto.Marshal(snap.GetNode())
 		if err != nil {
 			return fmt.Errorf("encode node: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE nodes SET snapshot = ?, snapshot_seq = ?, node_info = ? WHERE name = ?`),
-			body, int64(r.Seq), info, r.Node); err != nil {
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE nodes SET snapshot_seq = ?, node_info = ? WHERE name = ?`),
+			int64(r.Seq), info, r.Node); err != nil {
 			return fmt.Errorf("update latest: %w", err)
 		}
 	}
@@ -536,7 +533,10 @@ func (s *Store) TouchNode(ctx context.Context, node string, seen time.Time, conn
 	return nil
 }
 
-const nodeCols = `name, last_seen_ns, last_sequence, connected, node_info, CASE WHEN node_info IS NULL THEN snapshot END`
+// nodeCols reads a nodes row; rows from before node_info existed bring their
+// latest snapshot instead.
+const nodeCols = `name, last_seen_ns, last_sequence, connected, node_info,
+	CASE WHEN node_info IS NULL THEN (SELECT h.snapshot FROM snapshots h WHERE h.node = nodes.name AND h.seq = nodes.snapshot_seq) END`
 
 // ListNodes implements store.Store.
 func (s *Store) ListNodes(ctx context.Context, pageSize int, pageToken string) ([]*nodewardv1.Node, string, error) {
@@ -581,7 +581,8 @@ func (s *Store) GetNode(ctx context.Context, name string) (*nodewardv1.Node, *no
 		return nil, nil, fmt.Errorf("get node %s: %w", name, err)
 	}
 	var raw []byte
-	if err := s.reader.QueryRowContext(ctx, s.q(`SELECT snapshot FROM nodes WHERE name = ?`), name).Scan(&raw); err != nil {
+	if err := s.reader.QueryRowContext(ctx, s.q(`SELECT h.snapshot FROM nodes n
+		LEFT JOIN snapshots h ON h.node = n.name AND h.seq = n.snapshot_seq WHERE n.name = ?`), name).Scan(&raw); err != nil {
 		return nil, nil, fmt.Errorf("get node %s: %w", name, err)
 	}
 	if raw == nil {
