@@ -1,0 +1,106 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"io/fs"
+	"path/filepath"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/nodeward/nodeward/collector/store/sqlstore"
+	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// migrationsUpTo is the embedded migrations up to and including version.
+func migrationsUpTo(t *testing.T, version string) fs.FS {
+	t.Helper()
+	out := fstest.MapFS{}
+	entries, err := fs.ReadDir(migrations, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name()[:4] > version {
+			continue
+		}
+		body, err := fs.ReadFile(migrations, "migrations/"+e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out["migrations/"+e.Name()] = &fstest.MapFile{Data: body}
+	}
+	return out
+}
+
+// A file written by an older collector keeps its nodes and their latest
+// snapshots across the upgrade, including rows from before the node
+// message had a column of its own.
+func TestUpgradeKeepsNodesAndSnapshots(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	old, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlstore.Migrate(ctx, old, migrationsUpTo(t, "0003"), false); err != nil {
+		t.Fatal(err)
+	}
+	snap := &nodewardv1.Snapshot{
+		Node:     &nodewardv1.Node{Name: "node-a", KernelRelease: "6.1.0-old"},
+		Packages: &nodewardv1.PackageInventory{Packages: []*nodewardv1.Package{{Name: "openssl", Version: "3.0.2"}}},
+	}
+	body, err := proto.Marshal(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		// The layout schema 3 had: the latest snapshot in the nodes row, and
+		// node_info empty for a row written before schema 2.
+		{`INSERT INTO nodes (name, last_seen_ns, last_sequence, snapshot_seq, snapshot) VALUES (?, ?, ?, ?, ?)`, []any{"node-a", now, 7, 7, body}},
+		{`INSERT INTO snapshots (node, seq, received_ns, snapshot) VALUES (?, ?, ?, ?)`, []any{"node-a", 7, now, body}},
+		{`INSERT INTO sequences (node, seq, kind, received_ns) VALUES (?, ?, ?, ?)`, []any{"node-a", 7, "snapshot", now}},
+	} {
+		if _, err := old.ExecContext(ctx, q.sql, q.args...); err != nil {
+			t.Fatalf("%s: %v", q.sql, err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	node, got, err := st.GetNode(ctx, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node.GetKernelRelease() != "6.1.0-old" || node.GetLastSequence() != 7 {
+		t.Fatalf("node after upgrade: %v", node)
+	}
+	if !proto.Equal(got, snap) {
+		t.Fatalf("latest snapshot after upgrade: %v, want %v", got, snap)
+	}
+	// The next snapshot is diffed against the one from before the upgrade.
+	next := proto.Clone(snap).(*nodewardv1.Snapshot)
+	next.Packages.Packages[0].Version = "3.0.8"
+	if _, err := st.CommitSnapshot(ctx, "node-a", 8, next, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	changes, err := st.ListChanges(ctx, &nodewardv1.ListChangesRequest{NodeName: "node-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes.GetChanges()) != 1 {
+		t.Fatalf("changes after the first snapshot since the upgrade: %v, want the openssl update only", changes.GetChanges())
+	}
+}
