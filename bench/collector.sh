@@ -3,7 +3,8 @@
 # PostgreSQL:
 #   1. sustained ingest: AGENTS simulated agents x RATE events/s each, DURATION
 #   2. tail latency: TAILS live tail subscribers while AGENTS agents send
-#      TAIL_RATE events/s each
+#      each of TAIL_RATES events/s each (a load near saturation, and one
+#      the collector keeps up with)
 #   3. query latency (ListPackages, QueryEvents) once the store holds
 #      FILL_EVENTS events from AGENTS nodes; store sizes after it
 # PostgreSQL is a hermetic server of the script's own (initdb + pg_ctl on
@@ -21,7 +22,7 @@ AGENTS=${AGENTS:-1000}
 RATE=${RATE:-50}
 DURATION=${DURATION:-60s}
 TAILS=${TAILS:-10}
-TAIL_RATE=${TAIL_RATE:-10}
+TAIL_RATES=${TAIL_RATES:-10 2}
 TAIL_DURATION=${TAIL_DURATION:-30s}
 FILL_EVENTS=${FILL_EVENTS:-10000000}
 FILL_RATE=${FILL_RATE:-100}
@@ -144,8 +145,10 @@ for STORE in "${STORES[@]}"; do
 	start_serve "$SPEC"
 	echo "-- 1. sustained ingest: $AGENTS agents x $RATE events/s for $DURATION"
 	measured --server "$ADDR" --agents "$AGENTS" --rate "$RATE" --duration "$DURATION"
-	echo "-- 2. tail latency: $TAILS tails, $AGENTS agents x $TAIL_RATE events/s for $TAIL_DURATION"
-	measured --server "$ADDR" --agents "$AGENTS" --rate "$TAIL_RATE" --duration "$TAIL_DURATION" --tails "$TAILS" --snapshot=false
+	for rate in $TAIL_RATES; do
+		echo "-- 2. tail latency: $TAILS tails, $AGENTS agents x $rate events/s for $TAIL_DURATION"
+		measured --server "$ADDR" --agents "$AGENTS" --rate "$rate" --duration "$TAIL_DURATION" --tails "$TAILS" --snapshot=false
+	done
 	stop_serve
 	if [ -n "${SKIP_QUERIES:-}" ]; then
 		[ "$STORE" != postgres ] || { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null; PG_DATA=; }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/nodeward/nodeward/collector/eventfilter"
 	"github.com/nodeward/nodeward/collector/hub"
@@ -115,6 +116,10 @@ func (s *Server) QueryEvents(ctx context.Context, req *nodewardv1.QueryEventsReq
 // tailBatch bounds how many events one TailEventsResponse carries.
 const tailBatch = 512
 
+// tailLinger is how long a tail waits for more events before sending what
+// it has.
+const tailLinger = 10 * time.Millisecond
+
 // TailEvents implements QueryService: it streams what ingest commits from
 // now on, filtered and masked. A subscriber that reads too slowly misses
 // events and is told how many with a gap event; it never slows ingest.
@@ -139,6 +144,8 @@ func (s *Server) TailEvents(req *nodewardv1.TailEventsRequest, stream nodewardv1
 	}
 	ctx := stream.Context()
 	var out tailResponse
+	linger := time.NewTimer(tailLinger)
+	defer linger.Stop()
 	for {
 		var batch *hub.Batch
 		select {
@@ -148,20 +155,27 @@ func (s *Server) TailEvents(req *nodewardv1.TailEventsRequest, stream nodewardv1
 			return status.Error(codes.Unavailable, "collector shutting down")
 		case batch = <-sub.C:
 		}
-		// Take what else is already queued, up to one response's worth.
-		for more := true; more; {
+		// Gather what else arrives within tailLinger, up to one response's
+		// worth: with a thousand agents each committing small batches, a
+		// message per commit per tail costs more than the events in it.
+		linger.Reset(tailLinger)
+		for gathering := true; gathering; {
 			err := out.add(batch, set, mask)
 			sub.Done(len(batch.Events))
 			if err != nil {
 				return status.Error(codes.Internal, err.Error())
 			}
-			more = false
-			if out.n < tailBatch {
-				select {
-				case batch = <-sub.C:
-					more = true
-				default:
-				}
+			if out.n >= tailBatch {
+				break
+			}
+			select {
+			case batch = <-sub.C:
+			case <-linger.C:
+				gathering = false
+			case <-ctx.Done():
+				return nil
+			case <-s.stopping:
+				return status.Error(codes.Unavailable, "collector shutting down")
 			}
 		}
 		if out.n == 0 {
