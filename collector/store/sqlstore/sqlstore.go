@@ -56,7 +56,7 @@ func New(d Dialect, writer, reader *sql.DB, closers ...func() error) *Store {
 	}
 	// Bounded by rows so one transaction stays short (ack latency) while
 	// still amortising the flush over many agents.
-	s.committer = store.NewCommitter(s.apply, d.CommitWorkers, 20000)
+	s.committer = store.NewCommitter(s.apply, d.CommitWorkers, 20000, store.CommitWindow)
 	return s
 }
 
