@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -542,7 +543,7 @@ func newRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }
 // rounds of rising time across all nodes, as a live fleet sends them, so
 // the time-ordered indexes grow at their ends.
 func fill(ctx context.Context, w io.Writer, spec, prefix string, nodes, n int) error {
-	st, err := openStore(ctx, spec, "loadtest-fill")
+	st, err := openStore(ctx, spec, "loadtest-fill", slog.Default())
 	if err != nil {
 		return err
 	}

@@ -100,14 +100,14 @@ func defaultReplica() string {
 	return fmt.Sprintf("%s-%d", h, os.Getpid())
 }
 
-func openStore(ctx context.Context, spec, replica string) (store.Store, error) {
+func openStore(ctx context.Context, spec, replica string, log *slog.Logger) (store.Store, error) {
 	scheme, loc, ok := strings.Cut(spec, ":")
 	if !ok || loc == "" {
 		return nil, fmt.Errorf("--store %q: want SCHEME:LOCATION, e.g. sqlite:/var/lib/nodeward/nodeward.db", spec)
 	}
 	switch scheme {
 	case "sqlite":
-		st, err := sqlite.Open(ctx, loc)
+		st, err := sqlite.Open(ctx, loc, log)
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
@@ -162,7 +162,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if err := o.auth.checkListen(o.listen); err != nil {
 		return err
 	}
-	st, err := openStore(ctx, o.store, o.replica)
+	st, err := openStore(ctx, o.store, o.replica, log)
 	if err != nil {
 		return err
 	}

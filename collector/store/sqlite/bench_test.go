@@ -16,7 +16,7 @@ import (
 // BenchmarkCommitEvents commits batches of 10 events from 200 concurrent
 // nodes, as ingest does; b.N is the number of events.
 func BenchmarkCommitEvents(b *testing.B) {
-	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "db"))
+	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "db"), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

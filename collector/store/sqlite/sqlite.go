@@ -8,8 +8,10 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
+	"time"
 
 	"github.com/nodeward/nodeward/collector/store"
 	"github.com/nodeward/nodeward/collector/store/sqlstore"
@@ -35,8 +37,11 @@ var dialect = sqlstore.Dialect{Name: "sqlite", Greatest: "MAX", CommitWorkers: 1
 
 // Open opens or creates the SQLite file at path and brings its schema up to
 // date. Durability: synchronous=FULL, so an acked commit survives power loss,
-// not just a crash.
-func Open(ctx context.Context, path string) (*Store, error) {
+// not just a crash. log (nil: slog.Default()) hears of failed checkpoints.
+func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	if path == "" {
 		return nil, errors.New("sqlite: empty path")
 	}
@@ -55,7 +60,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	// A big page cache for the writer: event indexes take inserts all over
 	// their B-trees (a thousand nodes, many binaries).
-	writer, err := sql.Open("sqlite", dsn("cache_size(-131072)")+"&_txlock=immediate")
+	writer, err := sql.Open("sqlite", dsn("cache_size(-131072)")+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
@@ -78,8 +83,85 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = writer.Close()
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
-	s.Store = sqlstore.New(dialect, writer, reader)
+	// Checkpoints run beside the writer, not in it: SQLite's automatic
+	// checkpoint copies WAL pages into the database file and syncs it inside
+	// the commit that crossed the threshold, so that commit's acks waited
+	// for random writes all over a large file.
+	ckpt, err := sql.Open("sqlite", dsn(""))
+	if err != nil {
+		_ = reader.Close()
+		_ = writer.Close()
+		return nil, fmt.Errorf("sqlite %s: %w", path, err)
+	}
+	ckpt.SetMaxOpenConns(1)
+	ckptCtx, stopCkpt := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		checkpointLoop(ckptCtx, ckpt, func(err error) { log.Warn("sqlite checkpoint failed", "path", path, "err", err) })
+	}()
+	// Closed last, the checkpointer's connection makes SQLite's final
+	// checkpoint and removes the WAL.
+	s.Store = sqlstore.New(dialect, writer, reader, func() error {
+		stopCkpt()
+		<-done
+		return ckpt.Close()
+	})
 	return s, nil
+}
+
+// checkpointInterval is how often the WAL is copied into the database file.
+const checkpointInterval = time.Second
+
+// walRestartFrames is the WAL length (in pages) past which a checkpoint
+// also rewinds it. A passive checkpoint never catches up with a busy
+// writer, so the WAL would only grow; a restarting one waits for the
+// current transaction, copies the few pages the passive one left, and lets
+// the next transaction write from the start of the file again.
+const walRestartFrames = 16384
+
+// restartLeftover is how many pages a restarting checkpoint may still have
+// to copy while the writer waits.
+const restartLeftover = 256
+
+// checkpoint runs one checkpoint in mode and reports the WAL's length and
+// how much of it is now in the database file, in pages.
+func checkpoint(ctx context.Context, db *sql.DB, mode string) (frames, copied int64, err error) {
+	var busy int64
+	err = db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(`+mode+`)`).Scan(&busy, &frames, &copied)
+	return frames, copied, err
+}
+
+// checkpointLoop runs passive checkpoints (they never block the writer or
+// readers), and a restarting one when the WAL is long, until ctx ends.
+func checkpointLoop(ctx context.Context, db *sql.DB, log func(error)) {
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		frames, copied, err := checkpoint(ctx, db, "PASSIVE")
+		if err == nil && frames > walRestartFrames {
+			// The restart holds the writer off while it copies what is left,
+			// so first let passive rounds bring that down to a few pages.
+			for range 8 {
+				if err != nil || frames-copied <= restartLeftover {
+					break
+				}
+				frames, copied, err = checkpoint(ctx, db, "PASSIVE")
+			}
+			if err == nil {
+				_, _, err = checkpoint(ctx, db, "RESTART")
+			}
+		}
+		// A failure only leaves the WAL longer until the next round.
+		if err != nil && ctx.Err() == nil {
+			log(err)
+		}
+	}
 }
 
 // migrate applies, in order and each in its own transaction, the embedded

@@ -12,7 +12,7 @@ import (
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
-		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "nodeward.db"))
+		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "nodeward.db"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"os"
 	"io/fs"
 	"path/filepath"
 	"testing"
@@ -75,7 +77,7 @@ func TestUpgradeKeepsNodesAndSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	st, err := Open(ctx, path)
+	st, err := Open(ctx, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,5 +104,37 @@ func TestUpgradeKeepsNodesAndSnapshots(t *testing.T) {
 	}
 	if len(changes.GetChanges()) != 1 {
 		t.Fatalf("changes after the first snapshot since the upgrade: %v, want the openssl update only", changes.GetChanges())
+	}
+}
+
+// The checkpointer's connection closes last, so closing the store folds
+// the WAL into the file and removes it: the file alone holds everything.
+func TestCloseLeavesNoWAL(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "nodeward.db")
+	st, err := Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &nodewardv1.Event{Body: &nodewardv1.Event_Exec{Exec: &nodewardv1.ExecEvent{}}}
+	if _, err := st.CommitEvents(ctx, "node-a", 1, []*nodewardv1.Event{ev}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + "-wal"); err != nil {
+		t.Fatalf("no WAL while open: %v", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + "-wal"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("WAL left after Close: %v", err)
+	}
+	st, err = Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if last, err := st.LastSequence(ctx, "node-a"); err != nil || last != 1 {
+		t.Fatalf("after reopening: last sequence %d, %v; want 1", last, err)
 	}
 }
