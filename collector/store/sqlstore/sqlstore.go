@@ -385,14 +385,17 @@ func (e *eventInserter) flush(ctx context.Context) error {
 	return nil
 }
 
+// latestSnapshotOf selects, with a node's row, its latest snapshot from the
+// history, which nodes.snapshot_seq names.
+const latestSnapshotOf = `FROM nodes n LEFT JOIN snapshots h ON h.node = n.name AND h.seq = n.snapshot_seq WHERE n.name = ?`
+
 func (s *Store) applySnapshot(ctx context.Context, tx *sql.Tx, r *store.Request) error {
 	snap := r.Snapshot
 	var (
 		latest sql.NullInt64
 		oldRaw []byte
 	)
-	if err := tx.QueryRowContext(ctx, s.q(`SELECT n.snapshot_seq, h.snapshot FROM nodes n
-		LEFT JOIN snapshots h ON h.node = n.name AND h.seq = n.snapshot_seq WHERE n.name = ?`), r.Node).Scan(&latest, &oldRaw); err != nil {
+	if err := tx.QueryRowContext(ctx, s.q(`SELECT n.snapshot_seq, h.snapshot `+latestSnapshotOf), r.Node).Scan(&latest, &oldRaw); err != nil {
 		return fmt.Errorf("read latest: %w", err)
 	}
 	if !latest.Valid || int64(r.Seq) > latest.Int64 {
@@ -581,8 +584,7 @@ func (s *Store) GetNode(ctx context.Context, name string) (*nodewardv1.Node, *no
 		return nil, nil, fmt.Errorf("get node %s: %w", name, err)
 	}
 	var raw []byte
-	if err := s.reader.QueryRowContext(ctx, s.q(`SELECT h.snapshot FROM nodes n
-		LEFT JOIN snapshots h ON h.node = n.name AND h.seq = n.snapshot_seq WHERE n.name = ?`), name).Scan(&raw); err != nil {
+	if err := s.reader.QueryRowContext(ctx, s.q(`SELECT h.snapshot `+latestSnapshotOf), name).Scan(&raw); err != nil {
 		return nil, nil, fmt.Errorf("get node %s: %w", name, err)
 	}
 	if raw == nil {
