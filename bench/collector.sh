@@ -2,9 +2,9 @@
 # Collector sizing with `nodeward loadtest` over real gRPC, on SQLite and on
 # PostgreSQL:
 #   1. sustained ingest: AGENTS simulated agents x RATE events/s each, DURATION
-#   2. tail latency: TAILS live tail subscribers while AGENTS agents send
-#      each of TAIL_RATES events/s each (a load near saturation, and one
-#      the collector keeps up with)
+#   2. tail latency: TAILS live tail subscribers while AGENTS agents send,
+#      once at each rate in TAIL_RATES (events/s per agent: by default one
+#      near saturation, and one the collector keeps up with)
 #   3. query latency (ListPackages, QueryEvents) once the store holds
 #      FILL_EVENTS events from AGENTS nodes; store sizes after it
 # PostgreSQL is a hermetic server of the script's own (initdb + pg_ctl on

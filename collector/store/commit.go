@@ -41,7 +41,7 @@ type Committer struct {
 // CommitWindow is how long a group waits for more requests after its
 // first. Each transaction rewrites every page it touches, and a thousand
 // nodes' batches touch a page each in the per-node indexes: ten
-// milliseconds of gathering cut the writer's CPU by about a third at
+// milliseconds of gathering cut the collector's CPU by about a fifth at
 // 10,000 events/s, for ten milliseconds of ack latency. Under load a group
 // fills to maxRows sooner and does not wait.
 const CommitWindow = 10 * time.Millisecond
