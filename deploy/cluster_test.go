@@ -80,41 +80,6 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startProcess runs bin with args until the test ends; its output goes to a
-// log file that is printed if the test fails.
-func startProcess(t *testing.T, dir, name, bin string, args ...string) {
-	t.Helper()
-	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > 6000 {
-				b = b[len(b)-6000:]
-			}
-			t.Logf("%s log (tail):\n%s", name, b)
-		}
-	})
-}
-
 func waitHTTP(t *testing.T, what, url, token string, client *http.Client) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -153,7 +118,7 @@ func startCluster(t *testing.T) *cluster {
 	clientPort, peerPort := freePort(t), freePort(t)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
-	startProcess(t, dir, "etcd", filepath.Join(bin, "etcd"),
+	testutil.StartProcess(t, dir, "etcd", filepath.Join(bin, "etcd"),
 		"--data-dir", filepath.Join(dir, "etcd"), "--name", "default",
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
@@ -177,7 +142,7 @@ func startCluster(t *testing.T) *cluster {
 
 	port := freePort(t)
 	server := fmt.Sprintf("https://127.0.0.1:%d", port)
-	startProcess(t, dir, "kube-apiserver", filepath.Join(bin, "kube-apiserver"),
+	testutil.StartProcess(t, dir, "kube-apiserver", filepath.Join(bin, "kube-apiserver"),
 		"--etcd-servers="+etcdURL, "--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
 		"--cert-dir="+filepath.Join(dir, "certs"),
 		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+saPub,

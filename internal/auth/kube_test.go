@@ -174,7 +174,7 @@ func startKube(t *testing.T) *kube {
 	dir := t.TempDir()
 
 	etcdURL, peerURL := "http://"+freeAddr(t), "http://"+freeAddr(t)
-	run(t, dir, "etcd", filepath.Join(bin, "etcd"), "--data-dir", filepath.Join(dir, "etcd"), "--name", "default",
+	testutil.StartProcess(t, dir, "etcd", filepath.Join(bin, "etcd"), "--data-dir", filepath.Join(dir, "etcd"), "--name", "default",
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "default="+peerURL, "--unsafe-no-fsync", "--log-level", "warn")
@@ -194,7 +194,7 @@ func startKube(t *testing.T) *kube {
 	authtest.WriteFile(t, tokens, []byte(admin+",admin,admin-uid,system:masters\n"))
 	addr := freeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
-	run(t, dir, "kube-apiserver", filepath.Join(bin, "kube-apiserver"),
+	testutil.StartProcess(t, dir, "kube-apiserver", filepath.Join(bin, "kube-apiserver"),
 		"--etcd-servers="+etcdURL, "--bind-address=127.0.0.1", "--secure-port="+port,
 		"--cert-dir="+filepath.Join(dir, "certs"), "--service-account-issuer="+kubeIssuer,
 		"--service-account-key-file="+saPub, "--service-account-signing-key-file="+saKey,
@@ -239,39 +239,4 @@ func freeAddr(t *testing.T) string {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().String()
-}
-
-// run starts a process for the test's lifetime; its output is shown if the
-// test fails.
-func run(t *testing.T, dir, name, bin string, args ...string) {
-	t.Helper()
-	logPath := filepath.Join(dir, name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		_ = f.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > 4000 {
-				b = b[len(b)-4000:]
-			}
-			t.Logf("%s log (tail):\n%s", name, b)
-		}
-	})
 }
