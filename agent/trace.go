@@ -131,7 +131,7 @@ func runTrace(ctx context.Context, stdout io.Writer, o *traceOptions) error {
 	defer w.stop()
 	print := compactLine
 	if o.output == "json" {
-		print = jsonLine
+		print = jsonLines()
 	}
 	var werr error
 	ctx, cancel := context.WithCancel(ctx)
@@ -218,14 +218,17 @@ func (f *flushWriter) stop() {
 	f.mu.Unlock()
 }
 
-func jsonLine(w *bufio.Writer, ev *nodewardv1.Event) error {
-	buf := w.AvailableBuffer()
-	b, err := tracer.AppendJSON(buf, ev)
-	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
+// jsonLines returns a printer of one JSON object per line, for one stream.
+func jsonLines() func(*bufio.Writer, *nodewardv1.Event) error {
+	var enc tracer.JSONEncoder
+	return func(w *bufio.Writer, ev *nodewardv1.Event) error {
+		b, err := enc.Append(w.AvailableBuffer(), ev)
+		if err != nil {
+			return fmt.Errorf("encode event: %w", err)
+		}
+		_, err = w.Write(append(b, '\n'))
+		return err
 	}
-	_, err = w.Write(append(b, '\n'))
-	return err
 }
 
 // compactLine prints one event on one line:

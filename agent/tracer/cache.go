@@ -3,6 +3,7 @@ package tracer
 import (
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,9 +26,19 @@ type entry struct {
 	proc      *nodewardv1.Process
 	selfStart uint64
 	parent    procKey
-	// brief is the short form used in other processes' ancestry.
+	// brief is the short form used in other processes' ancestry and in
+	// exit events.
 	brief  *nodewardv1.Process
 	forkOf *entry
+}
+
+// setProc makes p the entry's process, with its short form.
+func (e *entry) setProc(p *nodewardv1.Process) {
+	e.proc = p
+	e.brief = &nodewardv1.Process{
+		ExecId: p.ExecId, ParentExecId: p.ParentExecId, Pid: p.Pid, Ppid: p.Ppid, Uid: p.Uid,
+		Comm: p.Comm, Filename: p.Filename, ContainerId: p.ContainerId, Pod: p.Pod, FromProcfs: p.FromProcfs,
+	}
 }
 
 // Cache maps live processes to what the tracer knows of them, so that events
@@ -64,12 +75,14 @@ func ExecIDWith(prefix string, pid uint32, startTicks uint64) string {
 // ExecID is the stable id of a process: node, boot, start time and pid, so
 // a reused pid gets a new id.
 func (c *Cache) ExecID(pid uint32, startTicks uint64) string {
-	b := make([]byte, 0, len(c.prefix)+24)
-	b = append(b, c.prefix...)
-	b = strconv.AppendUint(b, startTicks, 10)
-	b = append(b, ':')
-	b = strconv.AppendUint(b, uint64(pid), 10)
-	return string(b)
+	var num [24]byte
+	var sb strings.Builder // one allocation: the id itself
+	sb.Grow(len(c.prefix) + len(num))
+	sb.WriteString(c.prefix)
+	sb.Write(strconv.AppendUint(num[:0], startTicks, 10))
+	sb.WriteByte(':')
+	sb.Write(strconv.AppendUint(num[:0], uint64(pid), 10))
+	return sb.String()
 }
 
 // Len is the number of processes cached.
@@ -81,16 +94,10 @@ func (c *Cache) Len() int {
 
 // putLocked stores p under key, replacing whatever had that pid.
 func (c *Cache) putLocked(key, parent procKey, p *nodewardv1.Process) *entry {
-	e := &entry{proc: p, parent: parent, selfStart: key.start, brief: brief(p)}
+	e := &entry{parent: parent, selfStart: key.start}
+	e.setProc(p)
 	c.byPID[key.pid] = e
 	return e
-}
-
-func brief(p *nodewardv1.Process) *nodewardv1.Process {
-	return &nodewardv1.Process{
-		ExecId: p.ExecId, ParentExecId: p.ParentExecId, Pid: p.Pid, Ppid: p.Ppid, Uid: p.Uid,
-		Comm: p.Comm, Filename: p.Filename, ContainerId: p.ContainerId, Pod: p.Pod, FromProcfs: p.FromProcfs,
-	}
 }
 
 // lookupLocked returns the live entry for key, or nil.
@@ -125,16 +132,23 @@ func (c *Cache) materializeLocked(key procKey, e *entry) {
 		p.Comm, p.Filename, p.Args, p.ArgsTruncated, p.Cwd = pp.Comm, pp.Filename, pp.Args, pp.ArgsTruncated, pp.Cwd
 		p.CgroupId, p.CgroupPath, p.ContainerId, p.Pod = pp.CgroupId, pp.CgroupPath, pp.ContainerId, pp.Pod
 	}
-	e.proc, e.brief, e.forkOf = p, brief(p), nil
+	e.setProc(p)
+	e.forkOf = nil
 }
 
-// Exec records p (which has its ids set) and returns its parent and up to
-// depth further ancestors, nearest first.
+// Exec records p (which has its exec id set) and returns its parent and up
+// to depth further ancestors, nearest first. It sets p's parent exec id.
 func (c *Cache) Exec(key, parent procKey, p *nodewardv1.Process, depth int) (*nodewardv1.Process, []*nodewardv1.Process) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	par, anc := c.ancestryLocked(parent, depth)
+	if par != nil {
+		p.ParentExecId = par.ExecId
+	} else {
+		p.ParentExecId = c.ExecID(parent.pid, parent.start)
+	}
 	c.putLocked(key, parent, p)
-	return c.ancestryLocked(parent, depth)
+	return par, anc
 }
 
 func (c *Cache) ancestryLocked(parent procKey, depth int) (*nodewardv1.Process, []*nodewardv1.Process) {

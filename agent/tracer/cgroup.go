@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/nodeward/nodeward/agent/cgroups"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,7 +29,8 @@ const fileidKernfs = 0xfe
 
 // cgroupResolver turns the cgroup ids BPF reports into paths, by opening
 // the cgroup directory through a kernfs file handle (exact, no scanning).
-// Results are cached; a cgroup's path never changes for its id.
+// Results are cached, with the container and pod the path names: a
+// cgroup's path never changes for its id.
 type cgroupResolver struct {
 	proc string
 
@@ -38,11 +40,11 @@ type cgroupResolver struct {
 	err    error
 
 	mu    sync.Mutex
-	paths map[uint64]string
+	infos map[uint64]cgroups.Info
 }
 
 func newCgroupResolver(proc string) *cgroupResolver {
-	return &cgroupResolver{proc: proc, paths: map[uint64]string{}}
+	return &cgroupResolver{proc: proc, infos: map[uint64]cgroups.Info{}}
 }
 
 func (r *cgroupResolver) init() {
@@ -72,33 +74,36 @@ func (r *cgroupResolver) init() {
 	}
 }
 
-// path returns the cgroup's path within its hierarchy ("/kubepods/..."), or
-// "" if it cannot be found (gone already, or the hierarchy is not mounted).
-func (r *cgroupResolver) path(h hierarchy, id uint64) string {
+// info returns the cgroup's path within its hierarchy ("/kubepods/...") and
+// the container and pod it names; an empty Path if the cgroup cannot be
+// found (gone already, or the hierarchy is not mounted).
+func (r *cgroupResolver) info(h hierarchy, id uint64) cgroups.Info {
 	if id == 0 {
-		return ""
+		return cgroups.Info{}
 	}
 	r.once.Do(r.init)
 	if r.mounts[h] == "" {
-		return ""
+		return cgroups.Info{}
 	}
 	key := id<<1 | uint64(h) // kernfs ids leave the top bit free; keep the two hierarchies apart
 	r.mu.Lock()
-	p, ok := r.paths[key]
+	info, ok := r.infos[key]
 	r.mu.Unlock()
 	if ok {
-		return p
+		return info
 	}
-	p = r.open(h, id)
-	if p != "" {
-		r.mu.Lock()
-		if len(r.paths) > 65536 {
-			clear(r.paths) // bounded: cgroups come and go on a busy node
-		}
-		r.paths[key] = p
-		r.mu.Unlock()
+	p := r.open(h, id)
+	if p == "" {
+		return cgroups.Info{}
 	}
-	return p
+	info = cgroups.FromPath(p)
+	r.mu.Lock()
+	if len(r.infos) > 65536 {
+		clear(r.infos) // bounded: cgroups come and go on a busy node
+	}
+	r.infos[key] = info
+	r.mu.Unlock()
+	return info
 }
 
 func (r *cgroupResolver) open(h hierarchy, id uint64) string {

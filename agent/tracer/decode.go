@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -34,7 +35,8 @@ type rawExec struct {
 }
 
 // decodeExec parses an exec record as the BPF program wrote it.
-func decodeExec(rec []byte, out *rawExec) error {
+// File names come through in, which may be nil.
+func decodeExec(rec []byte, out *rawExec, in interner) error {
 	if len(rec) < execHeaderLen {
 		return fmt.Errorf("exec: %w (%d bytes)", errShort, len(rec))
 	}
@@ -47,7 +49,7 @@ func decodeExec(rec []byte, out *rawExec) error {
 	if fl+cl+al > len(tail) {
 		return fmt.Errorf("exec: %w: strings of %d+%d+%d bytes in %d", errShort, fl, cl, al, len(tail))
 	}
-	out.filename = validUTF8(trimNUL(tail[:fl]))
+	out.filename = in.get(tail[:fl])
 	out.cwd = validUTF8(cwdFromComponents(tail[fl:fl+cl], h.Flags&flagCwdTruncated != 0))
 	out.args = splitArgs(tail[fl+cl : fl+cl+al])
 	for i, a := range out.args {
@@ -71,25 +73,34 @@ func cwdFromComponents(b []byte, truncated bool) string {
 	if len(b) == 0 && !truncated {
 		return "/"
 	}
-	var parts []string
-	for len(b) > 0 {
-		i := 0
-		for i < len(b) && b[i] != 0 {
-			i++
+	// The start of each name; the names are NUL-ended, the last maybe not.
+	var first [32]int
+	starts := first[:0]
+	size := 0
+	for i := 0; i < len(b); {
+		starts = append(starts, i)
+		n := bytes.IndexByte(b[i:], 0)
+		if n < 0 {
+			n = len(b) - i
 		}
-		parts = append(parts, string(b[:i]))
-		if i == len(b) {
-			break
-		}
-		b = b[i+1:]
+		size += 1 + n
+		i += n + 1
 	}
 	var sb strings.Builder
 	if truncated {
+		size += len("…")
+	}
+	sb.Grow(size)
+	if truncated {
 		sb.WriteString("…")
 	}
-	for i := len(parts) - 1; i >= 0; i-- {
+	for i := len(starts) - 1; i >= 0; i-- {
+		name := b[starts[i]:]
+		if n := bytes.IndexByte(name, 0); n >= 0 {
+			name = name[:n]
+		}
 		sb.WriteByte('/')
-		sb.WriteString(parts[i])
+		sb.Write(name)
 	}
 	return sb.String()
 }
@@ -128,16 +139,17 @@ func decodeFixed[T any](rec []byte, v *T) error {
 
 // handler turns records into events. It runs on one goroutine.
 type handler struct {
-	t    *Tracer
-	emit func(*nodewardv1.Event)
-	ex   rawExec
+	t       *Tracer
+	emit    func(*nodewardv1.Event)
+	ex      rawExec
+	strings interner
 }
 
 func (h *handler) handle(rec []byte) {
 	t := h.t
 	switch rec[0] {
 	case eventExec:
-		if err := decodeExec(rec, &h.ex); err != nil {
+		if err := decodeExec(rec, &h.ex, h.strings); err != nil {
 			t.cfg.Log.Warn("bad exec record", "err", err)
 			return
 		}
@@ -156,18 +168,8 @@ func (h *handler) handle(rec []byte) {
 			p = &nodewardv1.Process{ExecId: t.cache.ExecID(x.Pid, x.StartTicks), Pid: x.Pid, Tid: x.Tid,
 				StartTime: timestamppb.New(t.clock.ticks(x.StartTicks))}
 		}
-		code := x.ExitCode
 		t.delivered[eventExit].Add(1)
-		h.emit(&nodewardv1.Event{
-			NodeName: t.cfg.NodeName,
-			Time:     timestamppb.New(t.clock.ns(x.Ktime)),
-			Body: &nodewardv1.Event_Exit{Exit: &nodewardv1.ExitEvent{
-				Process:  p,
-				ExitCode: int32(code >> 8 & 0xff),
-				Signal:   int32(code & 0x7f),
-				Duration: durationpb.New(time.Duration(x.DurationNs)),
-			}},
-		})
+		h.emit(exitEvent(t.cfg.NodeName, t.clock.ns(x.Ktime), p, x.ExitCode, time.Duration(x.DurationNs)))
 	case eventFork:
 		var f bpfForkEvent
 		if err := decodeFixed(rec, &f); err != nil {
@@ -186,9 +188,10 @@ func (h *handler) execEvent(x *rawExec) *nodewardv1.Event {
 	hd := &x.hdr
 	key := procKey{hd.Pid, hd.StartTicks}
 	parent := procKey{hd.Ppid, hd.ParentStartTicks}
-	p := &nodewardv1.Process{
+	m := new(execMessage)
+	p := &m.process
+	*p = nodewardv1.Process{
 		ExecId:         t.cache.ExecID(hd.Pid, hd.StartTicks),
-		ParentExecId:   t.cache.ExecID(hd.Ppid, hd.ParentStartTicks),
 		Pid:            hd.Pid,
 		Tid:            hd.Tid,
 		Ppid:           hd.Ppid,
@@ -197,22 +200,84 @@ func (h *handler) execEvent(x *rawExec) *nodewardv1.Event {
 		Euid:           hd.Euid,
 		Auid:           hd.Auid,
 		AuditSessionId: hd.Sessionid,
-		Comm:           validUTF8(trimNUL(hd.Comm[:])),
+		Comm:           h.strings.get(hd.Comm[:]),
 		Filename:       x.filename,
 		Args:           t.cfg.Redact.Args(x.args),
 		ArgsTruncated:  hd.Flags&flagArgsTruncated != 0,
 		Cwd:            x.cwd,
 		CgroupId:       hd.CgroupId,
-		StartTime:      timestamppb.New(t.clock.ticks(hd.StartTicks)),
+		StartTime:      setTime(&m.start, t.clock.ticks(hd.StartTicks)),
 	}
 	t.attribute(p, hd.CgroupId, hd.MemCgroupId)
 	par, anc := t.cache.Exec(key, parent, p, t.cfg.AncestorDepth)
-	return &nodewardv1.Event{
-		NodeName: t.cfg.NodeName,
-		Time:     timestamppb.New(t.clock.ns(hd.Ktime)),
-		Body:     &nodewardv1.Event_Exec{Exec: &nodewardv1.ExecEvent{Process: p, Parent: par, Ancestors: anc}},
-	}
+	m.exec = nodewardv1.ExecEvent{Process: p, Parent: par, Ancestors: anc}
+	m.body.Exec = &m.exec
+	m.event = nodewardv1.Event{NodeName: t.cfg.NodeName, Time: setTime(&m.time, t.clock.ns(hd.Ktime)), Body: &m.body}
+	return &m.event
 }
+
+// execMessage holds an exec event and its messages in one allocation: an
+// exec storm makes tens of thousands a second.
+type execMessage struct {
+	event       nodewardv1.Event
+	body        nodewardv1.Event_Exec
+	exec        nodewardv1.ExecEvent
+	process     nodewardv1.Process
+	time, start timestamppb.Timestamp
+}
+
+// exitMessage is execMessage for exits.
+type exitMessage struct {
+	event    nodewardv1.Event
+	body     nodewardv1.Event_Exit
+	exit     nodewardv1.ExitEvent
+	time     timestamppb.Timestamp
+	duration durationpb.Duration
+}
+
+// exitEvent is the exit of p with the kernel's exit code (status << 8 | signal).
+func exitEvent(node string, at time.Time, p *nodewardv1.Process, code uint32, d time.Duration) *nodewardv1.Event {
+	m := new(exitMessage)
+	m.duration.Seconds, m.duration.Nanos = int64(d/time.Second), int32(d%time.Second)
+	m.exit = nodewardv1.ExitEvent{Process: p, ExitCode: int32(code >> 8 & 0xff), Signal: int32(code & 0x7f), Duration: &m.duration}
+	m.body.Exit = &m.exit
+	m.event = nodewardv1.Event{NodeName: node, Time: setTime(&m.time, at), Body: &m.body}
+	return &m.event
+}
+
+// setTime sets ts to t and returns it.
+func setTime(ts *timestamppb.Timestamp, t time.Time) *timestamppb.Timestamp {
+	ts.Seconds, ts.Nanos = t.Unix(), int32(t.Nanosecond())
+	return ts
+}
+
+// interner hands out one string for equal bytes: a node runs the same few
+// hundred commands over and over, and each exec would otherwise allocate
+// its command and file name afresh.
+type interner map[string]string
+
+// get returns b up to its first NUL as a valid UTF-8 string, the same
+// string as for earlier equal bytes. A nil interner allocates each time.
+func (in interner) get(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	if in == nil {
+		return validUTF8(string(b))
+	}
+	if s, ok := in[string(b)]; ok {
+		return s
+	}
+	if len(in) >= maxInterned {
+		clear(in)
+	}
+	s := validUTF8(string(b))
+	in[string(b)] = s
+	return s
+}
+
+// maxInterned bounds the interned strings (each at most a path's length).
+const maxInterned = 4096
 
 // attribute sets the cgroup path, container and pod of p from its cgroup
 // ids: the cgroup2 path when it names a container, else the v1 memory
@@ -223,11 +288,10 @@ func (t *Tracer) attribute(p *nodewardv1.Process, v2, mem uint64) {
 		h  hierarchy
 		id uint64
 	}{{hierV2, v2}, {hierMemory, mem}} {
-		path := t.cgroups.path(c.h, c.id)
-		if path == "" {
+		info := t.cgroups.info(c.h, c.id)
+		if info.Path == "" {
 			continue
 		}
-		info := cgroups.FromPath(path)
 		if info.ContainerID != "" {
 			first = info
 			break

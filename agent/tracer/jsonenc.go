@@ -22,6 +22,48 @@ import (
 // CPU than the traced workload gets. This encoder writes the event kinds
 // the tracer makes directly and hands anything else to protojson.
 func AppendJSON(b []byte, ev *nodewardv1.Event) ([]byte, error) {
+	return appendJSON(b, ev, nil)
+}
+
+// JSONEncoder is AppendJSON for a stream of the tracer's events. It keeps
+// the encoding of the last few parents and ancestors it wrote: the process
+// cache hands every exec the same read-only Process for a shared parent, and
+// in a storm (a build, a shell loop) most execs share theirs, so their
+// ancestry is written once and then copied.
+type JSONEncoder struct {
+	memo [16]memoProc
+	next int
+}
+
+type memoProc struct {
+	p    *nodewardv1.Process
+	json []byte
+}
+
+// Append appends ev as AppendJSON does.
+func (m *JSONEncoder) Append(b []byte, ev *nodewardv1.Event) ([]byte, error) {
+	return appendJSON(b, ev, m)
+}
+
+// procBody writes p, from the memo when it holds p.
+func (m *JSONEncoder) procBody(e *jsonEnc, p *nodewardv1.Process) {
+	for i := range m.memo {
+		if m.memo[i].p == p {
+			e.b = append(e.b, m.memo[i].json...)
+			return
+		}
+	}
+	start := len(e.b)
+	e.procBody(p)
+	if e.err != nil {
+		return
+	}
+	slot := &m.memo[m.next]
+	slot.p, slot.json = p, append(slot.json[:0], e.b[start:]...)
+	m.next = (m.next + 1) % len(m.memo)
+}
+
+func appendJSON(b []byte, ev *nodewardv1.Event, memo *JSONEncoder) ([]byte, error) {
 	switch ev.GetBody().(type) {
 	case *nodewardv1.Event_Exec, *nodewardv1.Event_Exit, *nodewardv1.Event_Loss:
 	default:
@@ -37,7 +79,10 @@ func AppendJSON(b []byte, ev *nodewardv1.Event) ([]byte, error) {
 		e.key("exec")
 		e.b = append(e.b, '{')
 		e.proc("process", x.Exec.GetProcess())
-		e.proc("parent", x.Exec.GetParent())
+		if par := x.Exec.GetParent(); par != nil {
+			e.key("parent")
+			e.sharedProcBody(par, memo)
+		}
 		if anc := x.Exec.GetAncestors(); len(anc) > 0 {
 			e.key("ancestors")
 			e.b = append(e.b, '[')
@@ -45,7 +90,7 @@ func AppendJSON(b []byte, ev *nodewardv1.Event) ([]byte, error) {
 				if i > 0 {
 					e.b = append(e.b, ',')
 				}
-				e.procBody(p)
+				e.sharedProcBody(p, memo)
 			}
 			e.b = append(e.b, ']')
 		}
@@ -236,6 +281,15 @@ func (e *jsonEnc) proc(k string, p *nodewardv1.Process) {
 	}
 	e.key(k)
 	e.procBody(p)
+}
+
+// sharedProcBody writes a parent or ancestor, through memo when there is one.
+func (e *jsonEnc) sharedProcBody(p *nodewardv1.Process, memo *JSONEncoder) {
+	if memo == nil {
+		e.procBody(p)
+		return
+	}
+	memo.procBody(e, p)
 }
 
 func (e *jsonEnc) procBody(p *nodewardv1.Process) {

@@ -102,3 +102,55 @@ func TestAppendSeconds(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONEncoderMemo: an encoder that remembers shared parents and
+// ancestors writes exactly what AppendJSON writes, across more shared
+// processes than it remembers, including ones it has had to forget.
+func TestJSONEncoderMemo(t *testing.T) {
+	var procs []*nodewardv1.Process
+	for i := range 40 {
+		procs = append(procs, sampleEvents(string(rune('a'+i%26))+"x", uint64(i), int32(i)*1000)[0].GetExec().GetProcess())
+	}
+	var enc JSONEncoder
+	hits := 0
+	for i := range 500 {
+		// Parents cycle through more processes than the memo holds, with
+		// runs that repeat one.
+		par := procs[(i/3)%len(procs)]
+		ev := &nodewardv1.Event{NodeName: "n", Body: &nodewardv1.Event_Exec{Exec: &nodewardv1.ExecEvent{
+			Process: procs[i%len(procs)], Parent: par, Ancestors: []*nodewardv1.Process{procs[0], procs[(i/7)%len(procs)]}}}}
+		want, err := AppendJSON(nil, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := enc.next
+		got, err := enc.Append([]byte("prefix"), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != "prefix"+string(want) {
+			t.Fatalf("event %d:\n got %s\nwant prefix%s", i, got, want)
+		}
+		if enc.next == before {
+			hits++
+		}
+	}
+	if hits == 0 {
+		t.Error("the memo never served a shared process")
+	}
+}
+
+func BenchmarkJSONEncoderExec(b *testing.B) {
+	ev := sampleEvents("storm", 12346, 6789)[0]
+	ev.GetExec().Parent = sampleEvents("bash", 7, 0)[0].GetExec().GetProcess()
+	var enc JSONEncoder
+	buf := make([]byte, 0, 8192)
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if buf, err = enc.Append(buf[:0], ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(buf)))
+}

@@ -118,7 +118,7 @@ func TestDecodeExec(t *testing.T) {
 	rec := execRecord(bpfExecEvent{Pid: 42, Ppid: 1, Uid: 1000, StartTicks: 99, Comm: [16]uint8{'c', 'u', 'r', 'l'}},
 		"/usr/bin/curl", []string{"src", "me", "home"}, []string{"curl", "-s", "", "https://x"})
 	var x rawExec
-	if err := decodeExec(rec, &x); err != nil {
+	if err := decodeExec(rec, &x, nil); err != nil {
 		t.Fatal(err)
 	}
 	if x.hdr.Pid != 42 || x.hdr.Ppid != 1 || x.hdr.Uid != 1000 || x.hdr.StartTicks != 99 || trimNUL(x.hdr.Comm[:]) != "curl" {
@@ -128,10 +128,10 @@ func TestDecodeExec(t *testing.T) {
 		t.Errorf("strings: %q %q %q", x.filename, x.cwd, x.args)
 	}
 	// cut short
-	if err := decodeExec(rec[:len(rec)-3], &x); err == nil {
+	if err := decodeExec(rec[:len(rec)-3], &x, nil); err == nil {
 		t.Error("no error for a cut record")
 	}
-	if err := decodeExec(rec[:10], &x); err == nil {
+	if err := decodeExec(rec[:10], &x, nil); err == nil {
 		t.Error("no error for a record shorter than its header")
 	}
 }
@@ -221,8 +221,12 @@ func FuzzDecodeExec(f *testing.F) {
 	f.Add(execRecord(bpfExecEvent{Pid: 1}, "/bin/true", []string{"tmp"}, []string{"true", "x"}))
 	f.Add(make([]byte, execHeaderLen))
 	f.Fuzz(func(t *testing.T, rec []byte) {
-		var x rawExec
-		if err := decodeExec(rec, &x); err != nil {
+		var x, y rawExec
+		err := decodeExec(rec, &x, nil)
+		if yerr := decodeExec(rec, &y, interner{}); (err != nil) != (yerr != nil) || x.filename != y.filename {
+			t.Fatalf("with an interner: %v %q, without: %v %q", yerr, y.filename, err, x.filename)
+		}
+		if err != nil {
 			return
 		}
 		if len(rec) < execHeaderLen {
@@ -231,6 +235,36 @@ func FuzzDecodeExec(f *testing.F) {
 		n := int(binary.LittleEndian.Uint16(rec[2:])) + int(binary.LittleEndian.Uint16(rec[4:])) + int(binary.LittleEndian.Uint16(rec[6:]))
 		if n > len(rec)-execHeaderLen {
 			t.Fatalf("decoded strings of %d bytes from a %d-byte tail", n, len(rec)-execHeaderLen)
+		}
+	})
+}
+
+// cwdSplit is cwdFromComponents written plainly, for the fuzzer to hold it to.
+func cwdSplit(b []byte, truncated bool) string {
+	if len(b) == 0 && !truncated {
+		return "/"
+	}
+	parts := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+	if len(b) == 0 {
+		parts = nil
+	}
+	out := ""
+	if truncated {
+		out = "…"
+	}
+	for i := len(parts) - 1; i >= 0; i-- {
+		out += "/" + parts[i]
+	}
+	return out
+}
+
+func FuzzCwdFromComponents(f *testing.F) {
+	f.Add([]byte("src\x00me\x00home\x00"), false)
+	f.Add([]byte("c\x00\x00b"), true)
+	f.Add([]byte{}, true)
+	f.Fuzz(func(t *testing.T, b []byte, truncated bool) {
+		if got, want := cwdFromComponents(b, truncated), cwdSplit(b, truncated); got != want {
+			t.Fatalf("cwdFromComponents(%q, %v) = %q, want %q", b, truncated, got, want)
 		}
 	})
 }

@@ -360,7 +360,7 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 	})
 	defer stop()
 
-	h := handler{t: t, emit: emit}
+	h := handler{t: t, emit: emit, strings: interner{}}
 	loss := time.NewTicker(t.cfg.LossInterval)
 	defer loss.Stop()
 	sweep := time.NewTicker(time.Minute)
