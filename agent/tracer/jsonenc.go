@@ -124,12 +124,13 @@ type jsonEnc struct {
 }
 
 func (e *jsonEnc) key(k string) {
-	if e.b[len(e.b)-1] != '{' {
-		e.b = append(e.b, ',')
+	b := e.b
+	if b[len(b)-1] != '{' {
+		b = append(b, ',')
 	}
-	e.b = append(e.b, '"')
-	e.b = append(e.b, k...)
-	e.b = append(e.b, '"', ':')
+	b = append(b, '"')
+	b = append(b, k...)
+	e.b = append(b, '"', ':')
 }
 
 func (e *jsonEnc) str(k, v string) {
@@ -351,16 +352,16 @@ func (e *jsonEnc) quote(s string) {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x80 {
+		if jsonPlain[c] {
+			i++
+			continue
+		}
+		if c >= utf8.RuneSelf {
 			r, n := utf8.DecodeRuneInString(s[i:])
 			if r == utf8.RuneError && n == 1 {
 				e.err = errInvalidUTF8
 			}
 			i += n
-			continue
-		}
-		if c >= ' ' && c != '"' && c != '\\' {
-			i++
 			continue
 		}
 		b = append(b, s[start:i]...)
@@ -389,6 +390,15 @@ func (e *jsonEnc) quote(s string) {
 	b = append(b, s[start:]...)
 	e.b = append(b, '"')
 }
+
+// jsonPlain holds the bytes a JSON string carries as they are: printable
+// ASCII but the quote and the backslash.
+var jsonPlain = func() (t [256]bool) {
+	for c := ' '; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 type jsonError string
 

@@ -348,7 +348,7 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 	}
 
 	batchLen := min(256, t.cfg.QueueLen)
-	queue := make(chan [][]byte, max(1, t.cfg.QueueLen/batchLen))
+	queue := make(chan *recordBatch, max(1, t.cfg.QueueLen/batchLen))
 	readDone := make(chan error, 1)
 	go func() { readDone <- t.read(queue, batchLen) }()
 	// When ctx ends, the reader hands over what the ring buffer still holds
@@ -377,9 +377,8 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 				}
 				return err
 			}
-			for _, rec := range batch {
-				h.handle(rec)
-				releaseRecord(rec)
+			for _, rec := range *batch {
+				h.handle(*rec)
 			}
 			releaseBatch(batch)
 		case <-loss.C:
@@ -396,7 +395,7 @@ func (t *Tracer) Run(ctx context.Context, emit func(*nodewardv1.Event)) error {
 // is less than half full (it holds the events meanwhile, and costs no agent
 // memory); past that it drops the batch, counting its records by kind, so
 // that the kernel can keep taking the newest events.
-func (t *Tracer) read(queue chan<- [][]byte, batchLen int) error {
+func (t *Tracer) read(queue chan<- *recordBatch, batchLen int) error {
 	defer close(queue)
 	var rec ringbuf.Record
 	batch := getBatch(batchLen)
@@ -413,11 +412,10 @@ func (t *Tracer) read(queue chan<- [][]byte, batchLen int) error {
 				time.Sleep(time.Millisecond)
 				continue
 			}
-			for _, b := range batch {
-				if k := int(b[0]); k > 0 && k < numKinds {
+			for _, b := range *batch {
+				if k := int((*b)[0]); k > 0 && k < numKinds {
 					t.queueLost[k].Add(1)
 				}
-				releaseRecord(b)
 			}
 			releaseBatch(batch)
 			batch = getBatch(batchLen)
@@ -425,7 +423,7 @@ func (t *Tracer) read(queue chan<- [][]byte, batchLen int) error {
 		}
 	}
 	for {
-		if n, ok := t.available(); len(batch) > 0 && (len(batch) == batchLen || n == 0 || !ok) {
+		if n, ok := t.available(); len(*batch) > 0 && (len(*batch) == batchLen || n == 0 || !ok) {
 			send()
 		}
 		t.reader.SetDeadline(time.Now().Add(t.cfg.PollInterval))
@@ -434,7 +432,7 @@ func (t *Tracer) read(queue chan<- [][]byte, batchLen int) error {
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrFlushed) {
-				if len(batch) > 0 {
+				if len(*batch) > 0 {
 					send()
 				}
 				return nil
@@ -448,25 +446,32 @@ func (t *Tracer) read(queue chan<- [][]byte, batchLen int) error {
 			continue
 		}
 		b := getRecord(len(rec.RawSample))
-		copy(b, rec.RawSample)
-		batch = append(batch, b)
+		copy(*b, rec.RawSample)
+		*batch = append(*batch, b)
 	}
 }
 
-var batchPool = sync.Pool{New: func() any { return new([][]byte) }}
+// recordBatch is records read together, each a pooled buffer.
+type recordBatch []*[]byte
 
-func getBatch(n int) [][]byte {
-	p := batchPool.Get().(*[][]byte)
-	if cap(*p) < n {
-		*p = make([][]byte, 0, n)
+var batchPool = sync.Pool{New: func() any { return new(recordBatch) }}
+
+func getBatch(n int) *recordBatch {
+	b := batchPool.Get().(*recordBatch)
+	if cap(*b) < n {
+		*b = make(recordBatch, 0, n)
 	}
-	return (*p)[:0]
+	return b
 }
 
-func releaseBatch(b [][]byte) {
-	clear(b)
-	b = b[:0]
-	batchPool.Put(&b)
+// releaseBatch returns the batch and its records to their pools.
+func releaseBatch(b *recordBatch) {
+	for _, rec := range *b {
+		releaseRecord(rec)
+	}
+	clear(*b)
+	*b = (*b)[:0]
+	batchPool.Put(b)
 }
 
 // Small records (exit, fork, most execs) come from pools so a storm does
@@ -476,20 +481,23 @@ var (
 	largePool = sync.Pool{New: func() any { b := make([]byte, 0, 9216); return &b }}
 )
 
-func getRecord(n int) []byte {
+// getRecord returns a pooled buffer of n bytes; releaseRecord takes it back
+// by the same pointer, so that returning it allocates nothing.
+func getRecord(n int) *[]byte {
 	p := smallPool.Get().(*[]byte)
 	if n > cap(*p) {
 		smallPool.Put(p)
 		p = largePool.Get().(*[]byte)
 	}
-	return (*p)[:n]
+	*p = (*p)[:n]
+	return p
 }
 
-func releaseRecord(b []byte) {
-	if cap(b) == 512 {
-		smallPool.Put(&b)
-	} else if cap(b) == 9216 {
-		largePool.Put(&b)
+func releaseRecord(p *[]byte) {
+	if cap(*p) == 512 {
+		smallPool.Put(p)
+	} else if cap(*p) == 9216 {
+		largePool.Put(p)
 	}
 }
 
