@@ -121,7 +121,7 @@ func TestDecodeExec(t *testing.T) {
 	if err := decodeExec(rec, &x, nil); err != nil {
 		t.Fatal(err)
 	}
-	if x.hdr.Pid != 42 || x.hdr.Ppid != 1 || x.hdr.Uid != 1000 || x.hdr.StartTicks != 99 || trimNUL(x.hdr.Comm[:]) != "curl" {
+	if x.hdr.Pid != 42 || x.hdr.Ppid != 1 || x.hdr.Uid != 1000 || x.hdr.StartTicks != 99 || interner(nil).get(x.hdr.Comm[:]) != "curl" {
 		t.Errorf("header %+v", x.hdr)
 	}
 	if x.filename != "/usr/bin/curl" || x.cwd != "/home/me/src" || !slices.Equal(x.args, []string{"curl", "-s", "", "https://x"}) {

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -514,11 +513,4 @@ func HostCgroupID(dir string) (uint64, error) {
 // procPath joins procfs paths.
 func procPath(proc string, parts ...string) string {
 	return filepath.Join(append([]string{proc}, parts...)...)
-}
-
-func trimNUL(b []byte) string {
-	if i := strings.IndexByte(string(b), 0); i >= 0 {
-		b = b[:i]
-	}
-	return string(b)
 }
