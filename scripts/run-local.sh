@@ -29,12 +29,19 @@ done
 if [ "$(id -u)" -ne 0 ]; then
   echo "note: not root: eBPF tracing and some checks will report themselves unavailable" >&2
 fi
+started=$(date +%s)
 "$bin/nodeward-agent" run --collector "$addr" --node-name "$node" --interval 30s >"$state/agent.log" 2>&1 &
 pids+=($!)
 
 export NODEWARD_SERVER=$addr
+# A snapshot taken by this agent, not one a store kept from an earlier run.
+fresh_snapshot() {
+  local at
+  at=$("$bin/nodeward" node "$node" -o json 2>/dev/null | grep -o '"collected_at": *"[^"]*"' | head -1 | cut -d'"' -f4)
+  [ -n "$at" ] && [ "$(date -d "$at" +%s)" -ge "$started" ]
+}
 for _ in $(seq 300); do
-  "$bin/nodeward" node "$node" -o json 2>/dev/null | grep -q '"snapshot"' && break
+  fresh_snapshot && break
   if ! kill -0 "${pids[1]}" 2>/dev/null; then cat "$state/agent.log" >&2; exit 1; fi
   sleep 0.1
 done
