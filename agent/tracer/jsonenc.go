@@ -13,23 +13,18 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// AppendJSON appends ev as one line of JSON that protojson reads back as
-// the same message (proto field names, zero values left out, 64-bit
-// integers quoted, RFC 3339 times), and returns the extended buffer.
+// JSONEncoder writes the tracer's events as JSON that protojson reads back
+// as the same message (proto field names, zero values left out, 64-bit
+// integers quoted, RFC 3339 times).
 //
 // protojson walks messages by reflection and costs about 50 µs for an exec
 // event with its parent and ancestors; during an exec storm that is more
 // CPU than the traced workload gets. This encoder writes the event kinds
-// the tracer makes directly and hands anything else to protojson.
-func AppendJSON(b []byte, ev *nodewardv1.Event) ([]byte, error) {
-	return appendJSON(b, ev, nil)
-}
-
-// JSONEncoder is AppendJSON for a stream of the tracer's events. It keeps
-// the encoding of the last few parents and ancestors it wrote: the process
-// cache hands every exec the same read-only Process for a shared parent, and
-// in a storm (a build, a shell loop) most execs share theirs, so their
-// ancestry is written once and then copied.
+// the tracer makes directly and hands anything else to protojson. It also
+// keeps the encoding of the last few parents and ancestors it wrote: the
+// process cache hands every exec the same read-only Process for a shared
+// parent, and in a storm (a build, a shell loop) most execs share theirs,
+// so their ancestry is written once and then copied.
 type JSONEncoder struct {
 	memo [16]memoProc
 	next int
@@ -40,7 +35,7 @@ type memoProc struct {
 	json []byte
 }
 
-// Append appends ev as AppendJSON does.
+// Append appends ev as one line of JSON and returns the extended buffer.
 func (m *JSONEncoder) Append(b []byte, ev *nodewardv1.Event) ([]byte, error) {
 	return appendJSON(b, ev, m)
 }
@@ -63,6 +58,8 @@ func (m *JSONEncoder) procBody(e *jsonEnc, p *nodewardv1.Process) {
 	m.next = (m.next + 1) % len(m.memo)
 }
 
+// appendJSON appends ev, through memo's remembered processes when memo is
+// not nil.
 func appendJSON(b []byte, ev *nodewardv1.Event, memo *JSONEncoder) ([]byte, error) {
 	switch ev.GetBody().(type) {
 	case *nodewardv1.Event_Exec, *nodewardv1.Event_Exit, *nodewardv1.Event_Loss:

@@ -36,7 +36,7 @@ func sampleEvents(s string, n uint64, nanos int32) []*nodewardv1.Event {
 	}
 }
 
-// TestAppendJSONReadsBackAsProtojson: what AppendJSON writes, protojson
+// TestAppendJSONReadsBackAsProtojson: what the encoder writes, protojson
 // reads back as the same message.
 func TestAppendJSONReadsBackAsProtojson(t *testing.T) {
 	for _, s := range []string{"true", "with \"quotes\" and \\", "tab\tnl\ncr\r\x00\x01\x1f\x7f", "ünïcødé ✓ \u2028", "<html>&"} {
@@ -50,10 +50,10 @@ func TestAppendJSONReadsBackAsProtojson(t *testing.T) {
 
 func roundTrip(t *testing.T, ev *nodewardv1.Event) {
 	t.Helper()
-	b, err := AppendJSON(nil, ev)
+	b, err := appendJSON(nil, ev, nil)
 	_, perr := protojson.Marshal(ev)
 	if (err != nil) != (perr != nil) {
-		t.Fatalf("AppendJSON error %v, protojson error %v", err, perr)
+		t.Fatalf("appendJSON error %v, protojson error %v", err, perr)
 	}
 	if err != nil {
 		return
@@ -69,7 +69,7 @@ func roundTrip(t *testing.T, ev *nodewardv1.Event) {
 
 func TestAppendJSONInvalidUTF8(t *testing.T) {
 	for _, ev := range sampleEvents("bad\xffutf8", 3, 0)[:3] {
-		if _, err := AppendJSON(nil, ev); err == nil {
+		if _, err := appendJSON(nil, ev, nil); err == nil {
 			t.Errorf("no error for invalid UTF-8 in %v", ev)
 		}
 	}
@@ -104,7 +104,7 @@ func TestAppendSeconds(t *testing.T) {
 }
 
 // TestJSONEncoderMemo: an encoder that remembers shared parents and
-// ancestors writes exactly what AppendJSON writes, across more shared
+// ancestors writes exactly what it writes without them, across more shared
 // processes than it remembers, including ones it has had to forget.
 func TestJSONEncoderMemo(t *testing.T) {
 	var procs []*nodewardv1.Process
@@ -119,7 +119,7 @@ func TestJSONEncoderMemo(t *testing.T) {
 		par := procs[(i/3)%len(procs)]
 		ev := &nodewardv1.Event{NodeName: "n", Body: &nodewardv1.Event_Exec{Exec: &nodewardv1.ExecEvent{
 			Process: procs[i%len(procs)], Parent: par, Ancestors: []*nodewardv1.Process{procs[0], procs[(i/7)%len(procs)]}}}}
-		want, err := AppendJSON(nil, ev)
+		want, err := appendJSON(nil, ev, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
