@@ -33,7 +33,7 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Dialect is SQLite's SQL.
-var dialect = sqlstore.Dialect{Name: "sqlite", Greatest: "MAX", CommitWorkers: 1}
+var dialect = sqlstore.Dialect{Name: "sqlite", Greatest: "MAX", InsertEvents: "INSERT OR FAIL", CommitWorkers: 1}
 
 // Open opens or creates the SQLite file at path and brings its schema up to
 // date. Durability: synchronous=FULL, so an acked commit survives power loss,

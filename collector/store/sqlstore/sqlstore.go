@@ -28,6 +28,11 @@ type Dialect struct {
 	Numbered bool
 	// Greatest is the two-argument maximum function: MAX or GREATEST.
 	Greatest string
+	// InsertEvents begins the multi-row event INSERT. SQLite's "INSERT OR
+	// FAIL" spares it a statement journal (a copy of every page the
+	// statement touches, kept to undo a half-done statement): a failed
+	// group rolls back whole anyway.
+	InsertEvents string
 	// AfterGroup runs inside each group's transaction, after its writes
 	// (PostgreSQL notifies other replicas there).
 	AfterGroup func(ctx context.Context, tx *sql.Tx, group []*store.Request) error
@@ -50,10 +55,13 @@ var _ store.Store = (*Store)(nil)
 // New wraps open pools: writer for commits, reader for queries (they may be
 // the same pool). closers run on Close after the pools are closed.
 func New(d Dialect, writer, reader *sql.DB, closers ...func() error) *Store {
-	s := &Store{d: d, writer: writer, reader: reader, closers: closers, now: time.Now}
+	if d.InsertEvents == "" {
+		d.InsertEvents = "INSERT"
+	}
 	if d.CommitWorkers < 1 {
 		d.CommitWorkers = 1
 	}
+	s := &Store{d: d, writer: writer, reader: reader, closers: closers, now: time.Now}
 	// Bounded by rows so one transaction stays short (ack latency) while
 	// still amortising the flush over many agents.
 	s.committer = store.NewCommitter(s.apply, d.CommitWorkers, 20000, store.CommitWindow)
@@ -306,9 +314,9 @@ func (e *eventInserter) close() {
 	}
 }
 
-func insertSQL(n int) string {
+func (s *Store) insertSQL(n int) string {
 	var b strings.Builder
-	b.WriteString(`INSERT INTO events (node, seq, idx, time_ns, received_ns, kind, bin, uid, usr, pod, pod_ns, container, session, body) VALUES `)
+	b.WriteString(s.d.InsertEvents + ` INTO events (node, seq, idx, time_ns, received_ns, kind, bin, uid, usr, pod, pod_ns, container, session, body) VALUES `)
 	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", eventCols), ", ") + ")"
 	for i := range n {
 		if i > 0 {
@@ -353,7 +361,7 @@ func (e *eventInserter) add(ctx context.Context, r *store.Request) error {
 		if e.n == eventsChunk {
 			var err error
 			if e.multi == nil {
-				if e.multi, err = e.tx.PrepareContext(ctx, e.s.q(insertSQL(eventsChunk))); err != nil {
+				if e.multi, err = e.tx.PrepareContext(ctx, e.s.q(e.s.insertSQL(eventsChunk))); err != nil {
 					return err
 				}
 			}
@@ -372,7 +380,7 @@ func (e *eventInserter) flush(ctx context.Context) error {
 	}
 	var err error
 	if e.one == nil {
-		if e.one, err = e.tx.PrepareContext(ctx, e.s.q(insertSQL(1))); err != nil {
+		if e.one, err = e.tx.PrepareContext(ctx, e.s.q(e.s.insertSQL(1))); err != nil {
 			return err
 		}
 	}
