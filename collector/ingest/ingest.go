@@ -1,5 +1,7 @@
 // Package ingest is the collector's AgentService: it takes each agent's
 // stream, commits what arrives, and acks a sequence only once it is stored.
+// Live tails see a batch as it arrives, before its commit: a tail is a live
+// view and should not wait for the disk; the store is the durable record.
 package ingest
 
 import (
@@ -21,7 +23,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Publisher receives every commit once it is durable (the live tail hub).
+// Publisher receives every new batch as it arrives, before it is committed
+// (the live tail hub). A batch whose commit fails is not acked, so the agent
+// sends it again; the hub remembers recent sequences and shows it once.
 type Publisher interface {
 	Publish(store.Committed)
 }
@@ -172,7 +176,7 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 			log.Info("agent stream ended", "err", r.err)
 			return r.err
 		}
-		if err := s.handle(ctx, node, r.req, stream); err != nil {
+		if err := s.handle(ctx, node, last, r.req, stream); err != nil {
 			log.Warn("agent message refused", "seq", r.req.GetSequence(), "err", err)
 			return err
 		}
@@ -185,7 +189,10 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 	}
 }
 
-func (s *Server) handle(ctx context.Context, node string, req *nodewardv1.ConnectRequest, stream nodewardv1.AgentService_ConnectServer) error {
+// handle commits one message and acks it. lastStored is the node's last
+// stored sequence when the stream opened: anything at or below it is a
+// replay of stored data, which tails have seen.
+func (s *Server) handle(ctx context.Context, node string, lastStored uint64, req *nodewardv1.ConnectRequest, stream nodewardv1.AgentService_ConnectServer) error {
 	now := time.Now()
 	var (
 		dup bool
@@ -217,6 +224,7 @@ func (s *Server) handle(ctx context.Context, node string, req *nodewardv1.Connec
 		// The node's name is the stream's, whatever the payload claims.
 		snap.Node.Name = node
 		kind = "snapshot"
+		s.publish(node, lastStored, req.GetSequence(), nil)
 		dup, err = s.store.CommitSnapshot(ctx, node, req.GetSequence(), snap, now)
 		s.metrics.Observe("commit_snapshot", now, err)
 	case *nodewardv1.ConnectRequest_Events:
@@ -230,6 +238,7 @@ func (s *Server) handle(ctx context.Context, node string, req *nodewardv1.Connec
 			ev.Sequence = req.GetSequence()
 			ev.Index = uint32(i)
 		}
+		s.publish(node, lastStored, req.GetSequence(), events)
 		dup, err = s.store.CommitEvents(ctx, node, req.GetSequence(), events, now)
 		s.metrics.Observe("commit_events", now, err)
 	case *nodewardv1.ConnectRequest_Hello:
@@ -250,9 +259,6 @@ func (s *Server) handle(ctx context.Context, node string, req *nodewardv1.Connec
 		if s.metrics != nil && kind == "events" {
 			s.metrics.IngestEvents.Add(float64(len(events)))
 		}
-		if s.pub != nil {
-			s.pub.Publish(store.Committed{Node: node, Seq: req.GetSequence(), Events: events})
-		}
 	}
 	err = stream.Send(&nodewardv1.ConnectResponse{Payload: &nodewardv1.ConnectResponse_Ack{
 		Ack: &nodewardv1.Ack{Sequence: req.GetSequence(), Duplicate: dup},
@@ -261,6 +267,14 @@ func (s *Server) handle(ctx context.Context, node string, req *nodewardv1.Connec
 		s.metrics.AckLatency.Observe(time.Since(now).Seconds())
 	}
 	return err
+}
+
+// publish hands a new batch (events nil for a snapshot, whose sequence
+// still counts) to the live tails.
+func (s *Server) publish(node string, lastStored, seq uint64, events []*nodewardv1.Event) {
+	if s.pub != nil && seq > lastStored {
+		s.pub.Publish(store.Committed{Node: node, Seq: seq, Events: events})
+	}
 }
 
 func (s *Server) count(kind, result string) {
