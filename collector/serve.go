@@ -198,7 +198,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.listen, err)
 	}
-	srv := grpc.NewServer(append(authn.ServerOptions(),
+	srv := grpc.NewServer(append(authn.ServerOptions(), ingest.ServerCodec(),
 		grpc.MaxRecvMsgSize(cmp.Or(o.maxMsgBytes, defaultMaxMessage)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),

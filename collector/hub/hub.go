@@ -56,9 +56,10 @@ func New(queue int) *Hub {
 
 // Batch is one commit's events as subscribers receive them. Every
 // subscriber is handed the same Batch, so an event is encoded once however
-// many tails send it.
+// many tails send it (or never, when it came with its encoding).
 type Batch struct {
 	Events []*nodewardv1.Event
+	wire   [][]byte
 
 	once    sync.Once
 	encoded [][]byte
@@ -68,6 +69,10 @@ type Batch struct {
 // Encoded returns event i in protobuf wire form.
 func (b *Batch) Encoded(i int) ([]byte, error) {
 	b.once.Do(func() {
+		if b.wire != nil {
+			b.encoded = b.wire
+			return
+		}
 		b.encoded = make([][]byte, len(b.Events))
 		for j, ev := range b.Events {
 			if b.encoded[j], b.err = proto.Marshal(ev); b.err != nil {
@@ -168,17 +173,18 @@ func (h *Hub) Publish(c store.Committed) {
 	if dup {
 		return
 	}
-	batch := c.Events
+	batch, wire := c.Events, c.Wire
 	if gap != nil {
 		h.seqGaps.Add(1)
 		marker := &nodewardv1.Event{NodeName: c.Node, Sequence: c.Seq, Time: timestamppb.New(time.Now()), Body: &nodewardv1.Event_Gap{Gap: gap}}
 		batch = append([]*nodewardv1.Event{marker}, batch...)
+		wire = nil
 	}
 	if len(batch) == 0 {
 		return
 	}
 	h.published.Add(uint64(len(batch)))
-	b := &Batch{Events: batch}
+	b := &Batch{Events: batch, wire: wire}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for s := range h.subs {

@@ -77,7 +77,8 @@ func throttle(ctx context.Context, lim *rate.Limiter, n int) error {
 	return nil
 }
 
-// New returns an ingest server committing to st. pub and m may be nil.
+// New returns an ingest server committing to st. pub and m may be nil. The
+// gRPC server hosting it needs ServerCodec.
 func New(st store.Store, log *slog.Logger, version string, pub Publisher, m *metrics.Metrics) *Server {
 	return &Server{store: st, log: log, version: version, pub: pub, metrics: m, stopping: make(chan struct{})}
 }
@@ -140,7 +141,7 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 		"agent_last_acked", hello.GetLastAckedSequence(), "last_stored", last)
 
 	type received struct {
-		req *nodewardv1.ConnectRequest
+		req wireRequest
 		err error
 	}
 	// Receive in the background so shutdown can end the stream between
@@ -148,7 +149,8 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 	recv := make(chan received)
 	go func() {
 		for {
-			req, err := stream.Recv()
+			var req wireRequest
+			err := stream.RecvMsg(&req)
 			select {
 			case recv <- received{req, err}:
 			case <-ctx.Done():
@@ -177,11 +179,11 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 			return r.err
 		}
 		if err := s.handle(ctx, node, last, r.req, stream); err != nil {
-			log.Warn("agent message refused", "seq", r.req.GetSequence(), "err", err)
+			log.Warn("agent message refused", "seq", r.req.msg.GetSequence(), "err", err)
 			return err
 		}
 		// Pay for this batch before reading the next one.
-		if n := len(r.req.GetEvents().GetEvents()); lim != nil && n > 0 {
+		if n := len(r.req.msg.GetEvents().GetEvents()); lim != nil && n > 0 {
 			if err := throttle(ctx, lim, n); err != nil {
 				return status.FromContextError(err).Err()
 			}
@@ -192,8 +194,9 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 // handle commits one message and acks it. lastStored is the node's last
 // stored sequence when the stream opened: anything at or below it is a
 // replay of stored data, which tails have seen.
-func (s *Server) handle(ctx context.Context, node string, lastStored uint64, req *nodewardv1.ConnectRequest, stream nodewardv1.AgentService_ConnectServer) error {
+func (s *Server) handle(ctx context.Context, node string, lastStored uint64, w wireRequest, stream nodewardv1.AgentService_ConnectServer) error {
 	now := time.Now()
+	req := w.msg
 	var (
 		dup bool
 		err error
@@ -224,7 +227,7 @@ func (s *Server) handle(ctx context.Context, node string, lastStored uint64, req
 		// The node's name is the stream's, whatever the payload claims.
 		snap.Node.Name = node
 		kind = "snapshot"
-		s.publish(node, lastStored, req.GetSequence(), nil)
+		s.publish(lastStored, store.Committed{Node: node, Seq: req.GetSequence()})
 		dup, err = s.store.CommitSnapshot(ctx, node, req.GetSequence(), snap, now)
 		s.metrics.Observe("commit_snapshot", now, err)
 	case *nodewardv1.ConnectRequest_Events:
@@ -238,8 +241,14 @@ func (s *Server) handle(ctx context.Context, node string, lastStored uint64, req
 			ev.Sequence = req.GetSequence()
 			ev.Index = uint32(i)
 		}
-		s.publish(node, lastStored, req.GetSequence(), events)
-		dup, err = s.store.CommitEvents(ctx, node, req.GetSequence(), events, now)
+		// The same fields set in the wire form the store and tails use.
+		wire, werr := stampBatch(w.raw, events, node, req.GetSequence())
+		if werr != nil {
+			s.log.Warn("event batch re-encoded", "node", node, "seq", req.GetSequence(), "err", werr)
+			wire = nil
+		}
+		s.publish(lastStored, store.Committed{Node: node, Seq: req.GetSequence(), Events: events, Wire: wire})
+		dup, err = s.store.CommitEvents(ctx, node, req.GetSequence(), events, wire, now)
 		s.metrics.Observe("commit_events", now, err)
 	case *nodewardv1.ConnectRequest_Hello:
 		return status.Error(codes.InvalidArgument, "Hello sent twice")
@@ -269,11 +278,11 @@ func (s *Server) handle(ctx context.Context, node string, lastStored uint64, req
 	return err
 }
 
-// publish hands a new batch (events nil for a snapshot, whose sequence
+// publish hands a new batch (no events for a snapshot, whose sequence
 // still counts) to the live tails.
-func (s *Server) publish(node string, lastStored, seq uint64, events []*nodewardv1.Event) {
-	if s.pub != nil && seq > lastStored {
-		s.pub.Publish(store.Committed{Node: node, Seq: seq, Events: events})
+func (s *Server) publish(lastStored uint64, c store.Committed) {
+	if s.pub != nil && c.Seq > lastStored {
+		s.pub.Publish(c)
 	}
 }
 

@@ -27,12 +27,12 @@ type gatedStore struct {
 	release chan error
 }
 
-func (g *gatedStore) CommitEvents(ctx context.Context, node string, seq uint64, events []*nodewardv1.Event, received time.Time) (bool, error) {
+func (g *gatedStore) CommitEvents(ctx context.Context, node string, seq uint64, events []*nodewardv1.Event, wire [][]byte, received time.Time) (bool, error) {
 	g.entered <- seq
 	if err := <-g.release; err != nil {
 		return false, err
 	}
-	return g.Store.CommitEvents(ctx, node, seq, events, received)
+	return g.Store.CommitEvents(ctx, node, seq, events, wire, received)
 }
 
 func startIngest(t *testing.T, st store.Store, pub Publisher) string {
@@ -42,7 +42,7 @@ func startIngest(t *testing.T, st store.Store, pub Publisher) string {
 		t.Fatal(err)
 	}
 	// Open on loopback, as the collector runs with no credentials set.
-	srv := grpc.NewServer(auth.Open(slog.New(slog.DiscardHandler)).ServerOptions()...)
+	srv := grpc.NewServer(append(auth.Open(slog.New(slog.DiscardHandler)).ServerOptions(), ServerCodec())...)
 	nodewardv1.RegisterAgentServiceServer(srv, New(st, slog.New(slog.DiscardHandler), "test", pub, nil))
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(srv.Stop)

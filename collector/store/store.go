@@ -26,8 +26,10 @@ type Store interface {
 	// when it is the newest, makes it the node's latest: packages, ports and
 	// findings are replaced and their changes recorded.
 	CommitSnapshot(ctx context.Context, node string, seq uint64, snap *nodewardv1.Snapshot, received time.Time) (duplicate bool, err error)
-	// CommitEvents stores a batch of events under its sequence number.
-	CommitEvents(ctx context.Context, node string, seq uint64, events []*nodewardv1.Event, received time.Time) (duplicate bool, err error)
+	// CommitEvents stores a batch of events under its sequence number. wire,
+	// when not nil, is each event's encoding (ingest keeps what arrived);
+	// when nil the store encodes them.
+	CommitEvents(ctx context.Context, node string, seq uint64, events []*nodewardv1.Event, wire [][]byte, received time.Time) (duplicate bool, err error)
 	// LastSequence is the highest sequence stored for node, 0 if none.
 	LastSequence(ctx context.Context, node string) (uint64, error)
 	// TouchNode records that node was heard from and whether its stream is open.
@@ -60,6 +62,8 @@ type Committed struct {
 	Node   string
 	Seq    uint64
 	Events []*nodewardv1.Event
+	// Wire, when not nil, is each event's encoding.
+	Wire [][]byte
 }
 
 // Follower is implemented by stores that several collector replicas share:

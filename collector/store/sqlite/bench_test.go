@@ -35,7 +35,7 @@ func BenchmarkCommitEvents(b *testing.B) {
 				for i := range evs {
 					evs[i] = storetest.Exec(node, time.Now(), "/usr/bin/curl", 0, "curl", "-s", "https://example.com")
 				}
-				if _, err := st.CommitEvents(context.Background(), node, uint64(s+1), evs, time.Now()); err != nil {
+				if _, err := st.CommitEvents(context.Background(), node, uint64(s+1), evs, nil, time.Now()); err != nil {
 					b.Error(err)
 					return
 				}

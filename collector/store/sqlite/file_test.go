@@ -117,7 +117,7 @@ func TestCloseLeavesNoWAL(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := &nodewardv1.Event{Body: &nodewardv1.Event_Exec{Exec: &nodewardv1.ExecEvent{}}}
-	if _, err := st.CommitEvents(ctx, "node-a", 1, []*nodewardv1.Event{ev}, time.Now()); err != nil {
+	if _, err := st.CommitEvents(ctx, "node-a", 1, []*nodewardv1.Event{ev}, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(path + "-wal"); err != nil {

@@ -122,7 +122,7 @@ func (s *Store) CommitSnapshot(ctx context.Context, node string, seq uint64, sna
 }
 
 // CommitEvents implements store.Store.
-func (s *Store) CommitEvents(ctx context.Context, node string, seq uint64, events []*nodewardv1.Event, received time.Time) (bool, error) {
+func (s *Store) CommitEvents(ctx context.Context, node string, seq uint64, events []*nodewardv1.Event, wire [][]byte, received time.Time) (bool, error) {
 	if node == "" || seq == 0 {
 		return false, errors.New("commit events: node and sequence are required")
 	}
@@ -131,7 +131,7 @@ func (s *Store) CommitEvents(ctx context.Context, node string, seq uint64, event
 	}
 	// Encode here, in the caller's goroutine: many streams encode in
 	// parallel while the writer writes.
-	rows, err := encodeEvents(node, seq, events, received)
+	rows, err := encodeEvents(node, seq, events, wire, received)
 	if err != nil {
 		return false, fmt.Errorf("commit events: %w", err)
 	}
@@ -327,13 +327,19 @@ func (s *Store) insertSQL(n int) string {
 	return b.String()
 }
 
-// encodeEvents turns a batch into INSERT arguments, eventCols per event.
-func encodeEvents(node string, seq uint64, events []*nodewardv1.Event, received time.Time) ([]any, error) {
+// encodeEvents turns a batch into INSERT arguments, eventCols per event;
+// wire (nil: encode here) is each event's encoding.
+func encodeEvents(node string, seq uint64, events []*nodewardv1.Event, wire [][]byte, received time.Time) ([]any, error) {
 	rows := make([]any, 0, len(events)*eventCols)
 	for i, ev := range events {
-		body, err := proto.Marshal(ev)
-		if err != nil {
-			return nil, fmt.Errorf("encode event %d: %w", i, err)
+		var body []byte
+		if wire != nil {
+			body = wire[i]
+		} else {
+			var err error
+			if body, err = proto.Marshal(ev); err != nil {
+				return nil, fmt.Errorf("encode event %d: %w", i, err)
+			}
 		}
 		c := eventfilter.Extract(ev)
 		var uid any
@@ -351,7 +357,7 @@ func (e *eventInserter) add(ctx context.Context, r *store.Request) error {
 	rows, ok := r.Prepared.([]any)
 	if !ok {
 		var err error
-		if rows, err = encodeEvents(r.Node, r.Seq, r.Events, r.Received); err != nil {
+		if rows, err = encodeEvents(r.Node, r.Seq, r.Events, nil, r.Received); err != nil {
 			return err
 		}
 	}

@@ -63,7 +63,7 @@ func Exec(node string, at time.Time, bin string, uid uint32, args ...string) *no
 
 func mustCommitEvents(t *testing.T, st store.Store, node string, seq uint64, evs ...*nodewardv1.Event) bool {
 	t.Helper()
-	dup, err := st.CommitEvents(ctx(t), node, seq, evs, t0)
+	dup, err := st.CommitEvents(ctx(t), node, seq, evs, nil, t0)
 	if err != nil {
 		t.Fatalf("CommitEvents(%s, %d): %v", node, seq, err)
 	}
@@ -108,7 +108,7 @@ func testEventsDedupe(t *testing.T, st store.Store) {
 	if fmt.Sprint(bins) != "[/bin/ls /bin/ps /bin/true]" {
 		t.Fatalf("stored events %v, want /bin/ls /bin/ps /bin/true once each (the duplicate ignored)", bins)
 	}
-	if _, err := st.CommitEvents(ctx(t), "n1", 0, nil, t0); err == nil {
+	if _, err := st.CommitEvents(ctx(t), "n1", 0, nil, nil, t0); err == nil {
 		t.Fatal("sequence 0 accepted")
 	}
 }
@@ -125,7 +125,7 @@ func testConcurrent(t *testing.T, st store.Store) {
 			for seq := uint64(1); seq <= batches; seq++ {
 				for range 2 { // every batch sent twice, as a replay would
 					evs := []*nodewardv1.Event{Exec(node, t0.Add(time.Duration(seq)*time.Second), "/bin/sh", 1000), Exec(node, t0, "/bin/id", 1000)}
-					if _, err := st.CommitEvents(context.Background(), node, seq, evs, t0); err != nil {
+					if _, err := st.CommitEvents(context.Background(), node, seq, evs, nil, t0); err != nil {
 						errs <- err
 					}
 				}
@@ -493,7 +493,7 @@ func testPrune(t *testing.T, st store.Store) {
 		if i >= 40 {
 			at = recent
 		}
-		if _, err := st.CommitEvents(ctx(t), "a", uint64(i+1), []*nodewardv1.Event{Exec("a", at, "/bin/true", 0)}, at); err != nil {
+		if _, err := st.CommitEvents(ctx(t), "a", uint64(i+1), []*nodewardv1.Event{Exec("a", at, "/bin/true", 0)}, nil, at); err != nil {
 			t.Fatal(err)
 		}
 	}
