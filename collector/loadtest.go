@@ -17,6 +17,10 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -129,7 +133,7 @@ func connectAgent(ctx context.Context, addr, name string, inFlight int, ackLat *
 	if err != nil {
 		return nil, err
 	}
-	stream, err := nodewardv1.NewAgentServiceClient(conn).Connect(ctx)
+	stream, err := nodewardv1.NewAgentServiceClient(conn).Connect(ctx, grpc.ForceCodecV2(rawCodec{encoding.GetCodecV2(grpcproto.Name)}))
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -177,6 +181,15 @@ func (a *simAgent) readAcks() {
 // send sends one sequenced message and returns once it is on the wire (or
 // the agent has too many unacked).
 func (a *simAgent) send(ctx context.Context, req *nodewardv1.ConnectRequest, events int) error {
+	return a.sendMsg(ctx, events, func(seq uint64) any {
+		req.Sequence = seq
+		return req
+	})
+}
+
+// sendMsg sends the message msg builds for the next sequence number: a
+// *ConnectRequest or, already encoded, a rawMessage.
+func (a *simAgent) sendMsg(ctx context.Context, events int, msg func(seq uint64) any) error {
 	select {
 	case a.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -185,11 +198,11 @@ func (a *simAgent) send(ctx context.Context, req *nodewardv1.ConnectRequest, eve
 		return err
 	}
 	a.seq++
-	req.Sequence = a.seq
+	m := msg(a.seq)
 	a.mu.Lock()
 	a.pending[a.seq] = time.Now()
 	a.mu.Unlock()
-	if err := a.stream.Send(req); err != nil {
+	if err := a.stream.SendMsg(m); err != nil {
 		return err
 	}
 	a.acked.Add(uint64(events)) // counted as acked when the ack arrives; see drain
@@ -235,6 +248,76 @@ func simEvent(r *rand.Rand, node string, now time.Time) *nodewardv1.Event {
 		},
 		Parent: &nodewardv1.Process{Filename: "/usr/bin/containerd-shim-runc-v2", Pid: pid - 1},
 	}}}
+}
+
+// rawMessage is a message already in wire form. The simulated agents send
+// their event batches pre-encoded: the load generator shares the machine
+// with the collector it measures, so its own CPU per event must stay small.
+// The collector decodes every byte as it would an agent's.
+type rawMessage []byte
+
+// rawCodec is gRPC's protobuf codec that sends a rawMessage as it is.
+type rawCodec struct{ encoding.CodecV2 }
+
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(rawMessage); ok {
+		return mem.BufferSlice{mem.SliceBuffer(r)}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
+// eventTemplates encodes n simulated exec events without their time, which
+// each batch appends (tails measure their latency from it).
+func eventTemplates(r *rand.Rand, n int) ([][]byte, error) {
+	out := make([][]byte, n)
+	for i := range out {
+		ev := simEvent(r, "", time.Now())
+		ev.Time = nil
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+// Field numbers of the batch appendBatchRequest writes (agent_service.proto,
+// event.proto, timestamp.proto).
+const (
+	requestSequenceField = 1
+	requestEventsField   = 4
+	batchEventsField     = 1
+	eventTimeField       = 4
+)
+
+// appendBatchRequest appends a ConnectRequest carrying n events picked from
+// templates, each stamped now.
+func appendBatchRequest(dst []byte, r *rand.Rand, seq uint64, templates [][]byte, n int, now time.Time) []byte {
+	var ts []byte
+	ts = protowire.AppendTag(ts, 1, protowire.VarintType)
+	ts = protowire.AppendVarint(ts, uint64(now.Unix()))
+	ts = protowire.AppendTag(ts, 2, protowire.VarintType)
+	ts = protowire.AppendVarint(ts, uint64(now.Nanosecond()))
+	picked := make([][]byte, n)
+	batchLen := 0
+	for i := range picked {
+		picked[i] = templates[r.IntN(len(templates))]
+		evLen := len(picked[i]) + protowire.SizeTag(eventTimeField) + protowire.SizeBytes(len(ts))
+		batchLen += protowire.SizeTag(batchEventsField) + protowire.SizeBytes(evLen)
+	}
+	dst = protowire.AppendTag(dst, requestSequenceField, protowire.VarintType)
+	dst = protowire.AppendVarint(dst, seq)
+	dst = protowire.AppendTag(dst, requestEventsField, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(batchLen))
+	for _, t := range picked {
+		dst = protowire.AppendTag(dst, batchEventsField, protowire.BytesType)
+		dst = protowire.AppendVarint(dst, uint64(len(t)+protowire.SizeTag(eventTimeField)+protowire.SizeBytes(len(ts))))
+		dst = append(dst, t...)
+		dst = protowire.AppendTag(dst, eventTimeField, protowire.BytesType)
+		dst = protowire.AppendBytes(dst, ts)
+	}
+	return dst
 }
 
 // simSnapshot is a node with 300 packages (openssl at one of a few
@@ -388,6 +471,10 @@ func runIngest(ctx context.Context, w io.Writer, c *client, o *loadOptions) erro
 	perBatch := o.rate * o.interval.Seconds()
 	fmt.Fprintf(w, "sending %.0f events/s (%d agents x %.0f/s, batches of ~%.1f every %s) for %s\n",
 		o.rate*float64(o.agents), o.agents, o.rate, perBatch, o.interval, o.duration)
+	templates, err := eventTemplates(newRand(), 256)
+	if err != nil {
+		return err
+	}
 	runCtx, cancel := context.WithTimeout(ctx, o.duration)
 	defer cancel()
 	start := time.Now()
@@ -415,12 +502,10 @@ func runIngest(ctx context.Context, w io.Writer, c *client, o *loadOptions) erro
 				if n == 0 {
 					continue
 				}
-				now := time.Now()
-				evs := make([]*nodewardv1.Event, n)
-				for j := range evs {
-					evs[j] = simEvent(r, a.name, now)
-				}
-				if err := a.send(runCtx, &nodewardv1.ConnectRequest{Payload: &nodewardv1.ConnectRequest_Events{Events: &nodewardv1.EventBatch{Events: evs}}}, n); err != nil {
+				err := a.sendMsg(runCtx, n, func(seq uint64) any {
+					return rawMessage(appendBatchRequest(nil, r, seq, templates, n, time.Now()))
+				})
+				if err != nil {
 					if runCtx.Err() == nil {
 						sendErrs.Add(1)
 					}
@@ -585,7 +670,7 @@ func fill(ctx context.Context, w io.Writer, spec, prefix string, nodes, n int) e
 			evs[k] = simEvent(rands[i], name(i), start.Add(-span+time.Duration(frac*float64(span))))
 			evs[k].Sequence, evs[k].Index = seqs[i], uint32(k)
 		}
-		if _, err := st.CommitEvents(ctx, name(i), seqs[i], evs, time.Now()); err != nil {
+		if _, err := st.CommitEvents(ctx, name(i), seqs[i], evs, nil, time.Now()); err != nil {
 			return err
 		}
 		done.Add(int64(count))
