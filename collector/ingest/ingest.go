@@ -161,121 +161,212 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 			}
 		}
 	}()
+	// Acks go out in order from their own goroutine, so the next batch is
+	// read and queued for commit while earlier ones commit.
+	acks := make(chan *inflight, maxInFlight)
+	ackErr := make(chan error, 1)
+	ackerDone := make(chan struct{})
+	go func() {
+		defer close(ackerDone)
+		s.sendAcks(node, stream, acks, ackErr)
+	}()
+	// Every way out acks what is committed first.
+	finish := func(err error) error {
+		close(acks)
+		<-ackerDone
+		select {
+		case aerr := <-ackErr:
+			return aerr
+		default:
+			return err
+		}
+	}
 	lim := s.limits.newLimiter()
+	var previous *inflight
 	for {
 		var r received
 		select {
 		case <-s.stopping:
 			log.Info("closing agent stream: collector shutting down")
-			return status.Error(codes.Unavailable, "collector shutting down")
+			return finish(status.Error(codes.Unavailable, "collector shutting down"))
+		case err := <-ackErr:
+			return finish(err)
 		case r = <-recv:
 		}
 		if errors.Is(r.err, io.EOF) {
 			log.Info("agent disconnected")
-			return nil
+			return finish(nil)
 		}
 		if r.err != nil {
 			log.Info("agent stream ended", "err", r.err)
-			return r.err
+			return finish(r.err)
 		}
-		if err := s.handle(ctx, node, last, r.req, stream); err != nil {
+		p, err := s.handle(ctx, node, last, r.req, previous)
+		if err != nil {
 			log.Warn("agent message refused", "seq", r.req.msg.GetSequence(), "err", err)
-			return err
+			return finish(err)
+		}
+		if p != nil {
+			select {
+			case acks <- p:
+			case err := <-ackErr:
+				return finish(err)
+			}
+			previous = p
 		}
 		// Pay for this batch before reading the next one.
 		if n := len(r.req.msg.GetEvents().GetEvents()); lim != nil && n > 0 {
 			if err := throttle(ctx, lim, n); err != nil {
-				return status.FromContextError(err).Err()
+				return finish(status.FromContextError(err).Err())
 			}
 		}
 	}
 }
 
-// handle commits one message and acks it. lastStored is the node's last
-// stored sequence when the stream opened: anything at or below it is a
-// replay of stored data, which tails have seen.
-func (s *Server) handle(ctx context.Context, node string, lastStored uint64, w wireRequest, stream nodewardv1.AgentService_ConnectServer) error {
+// maxInFlight is how many of one stream's messages may be committing at
+// once. One at a time, a thousand streams took turns with the single
+// writer: it idled while acks went out and the next batches came in.
+const maxInFlight = 4
+
+// inflight is a received message on its way to the store and its ack.
+type inflight struct {
+	seq      uint64
+	kind     string
+	events   int
+	received time.Time
+	done     chan commitResult // the commit's outcome
+	acked    chan struct{}     // closed once the ack is sent or refused
+}
+
+type commitResult struct {
+	dup bool
+	err error
+}
+
+// sendAcks acks each message once its commit is done, in the order they
+// arrived, until acks is closed. After a failed commit or send it acks
+// nothing more (the agent sends it all again) and reports the error once.
+func (s *Server) sendAcks(node string, stream nodewardv1.AgentService_ConnectServer, acks <-chan *inflight, failed chan<- error) {
+	var err error
+	for p := range acks {
+		if err == nil {
+			if err = s.ack(node, stream, p, <-p.done); err != nil {
+				failed <- err
+			}
+		}
+		close(p.acked)
+	}
+}
+
+func (s *Server) ack(node string, stream nodewardv1.AgentService_ConnectServer, p *inflight, r commitResult) error {
+	if r.err != nil {
+		// Not acked: the agent keeps the data and sends it again.
+		s.count(p.kind, "error")
+		s.log.Error("commit failed", "node", node, "seq", p.seq, "err", r.err)
+		return status.Error(codes.Unavailable, "store commit failed")
+	}
+	if r.dup {
+		s.count(p.kind, "duplicate")
+	} else {
+		s.count(p.kind, "stored")
+		if s.metrics != nil && p.kind == "events" {
+			s.metrics.IngestEvents.Add(float64(p.events))
+		}
+	}
+	err := stream.Send(&nodewardv1.ConnectResponse{Payload: &nodewardv1.ConnectResponse_Ack{
+		Ack: &nodewardv1.Ack{Sequence: p.seq, Duplicate: r.dup},
+	}})
+	if s.metrics != nil {
+		s.metrics.AckLatency.Observe(time.Since(p.received).Seconds())
+	}
+	return err
+}
+
+// handle starts one message's commit and returns it for its ack (nil for a
+// heartbeat, which is not acked). lastStored is the node's last stored
+// sequence when the stream opened: anything at or below it is a replay of
+// stored data, which tails have seen. Event batches commit concurrently; a
+// snapshot waits for previous (the stream's last message in flight) and
+// is committed before the next message is read, so snapshots, which
+// change history compares, are stored in the order they were taken.
+func (s *Server) handle(ctx context.Context, node string, lastStored uint64, w wireRequest, previous *inflight) (*inflight, error) {
 	now := time.Now()
 	req := w.msg
-	var (
-		dup bool
-		err error
-	)
-	kind := "events"
-	var events []*nodewardv1.Event
 	if s.metrics != nil {
 		s.metrics.NodeLastSeen.WithLabelValues(node).SetToCurrentTime()
 	}
-	switch p := req.GetPayload().(type) {
+	p := &inflight{seq: req.GetSequence(), received: now, done: make(chan commitResult, 1), acked: make(chan struct{})}
+	switch payload := req.GetPayload().(type) {
 	case *nodewardv1.ConnectRequest_Heartbeat:
 		err := s.store.TouchNode(ctx, node, now, true)
 		s.metrics.Observe("touch_node", now, err)
 		if err != nil {
 			s.count("heartbeat", "error")
-			return status.Error(codes.Unavailable, "store unavailable")
+			return nil, status.Error(codes.Unavailable, "store unavailable")
 		}
 		s.count("heartbeat", "stored")
-		return nil
+		return nil, nil
 	case *nodewardv1.ConnectRequest_Snapshot:
-		if req.GetSequence() == 0 {
-			return status.Error(codes.InvalidArgument, "snapshot without a sequence number")
+		if p.seq == 0 {
+			return nil, status.Error(codes.InvalidArgument, "snapshot without a sequence number")
 		}
-		snap := p.Snapshot
+		snap := payload.Snapshot
 		if snap.GetNode() == nil {
 			snap.Node = &nodewardv1.Node{}
 		}
 		// The node's name is the stream's, whatever the payload claims.
 		snap.Node.Name = node
-		kind = "snapshot"
-		s.publish(lastStored, store.Committed{Node: node, Seq: req.GetSequence()})
-		dup, err = s.store.CommitSnapshot(ctx, node, req.GetSequence(), snap, now)
-		s.metrics.Observe("commit_snapshot", now, err)
-	case *nodewardv1.ConnectRequest_Events:
-		if req.GetSequence() == 0 {
-			return status.Error(codes.InvalidArgument, "event batch without a sequence number")
+		p.kind = "snapshot"
+		if err := waitAcked(ctx, previous); err != nil {
+			return nil, err
 		}
-		events = p.Events.GetEvents()
+		s.publish(lastStored, store.Committed{Node: node, Seq: p.seq})
+		dup, err := s.store.CommitSnapshot(ctx, node, p.seq, snap, now)
+		s.metrics.Observe("commit_snapshot", now, err)
+		p.done <- commitResult{dup, err}
+	case *nodewardv1.ConnectRequest_Events:
+		if p.seq == 0 {
+			return nil, status.Error(codes.InvalidArgument, "event batch without a sequence number")
+		}
+		events := payload.Events.GetEvents()
 		for i, ev := range events {
 			// The collector's own fields: whose, and where in the stream.
 			ev.NodeName = node
-			ev.Sequence = req.GetSequence()
+			ev.Sequence = p.seq
 			ev.Index = uint32(i)
 		}
 		// The same fields set in the wire form the store and tails use.
-		wire, werr := stampBatch(w.raw, events, node, req.GetSequence())
+		wire, werr := stampBatch(w.raw, events, node, p.seq)
 		if werr != nil {
-			s.log.Warn("event batch re-encoded", "node", node, "seq", req.GetSequence(), "err", werr)
+			s.log.Warn("event batch re-encoded", "node", node, "seq", p.seq, "err", werr)
 			wire = nil
 		}
-		s.publish(lastStored, store.Committed{Node: node, Seq: req.GetSequence(), Events: events, Wire: wire})
-		dup, err = s.store.CommitEvents(ctx, node, req.GetSequence(), events, wire, now)
-		s.metrics.Observe("commit_events", now, err)
+		p.kind, p.events = "events", len(events)
+		s.publish(lastStored, store.Committed{Node: node, Seq: p.seq, Events: events, Wire: wire})
+		go func() {
+			dup, err := s.store.CommitEvents(ctx, node, p.seq, events, wire, now)
+			s.metrics.Observe("commit_events", now, err)
+			p.done <- commitResult{dup, err}
+		}()
 	case *nodewardv1.ConnectRequest_Hello:
-		return status.Error(codes.InvalidArgument, "Hello sent twice")
+		return nil, status.Error(codes.InvalidArgument, "Hello sent twice")
 	default:
-		return status.Error(codes.InvalidArgument, "empty message")
+		return nil, status.Error(codes.InvalidArgument, "empty message")
 	}
-	if err != nil {
-		// Not acked: the agent keeps the data and sends it again.
-		s.count(kind, "error")
-		s.log.Error("commit failed", "node", node, "seq", req.GetSequence(), "err", err)
-		return status.Error(codes.Unavailable, "store commit failed")
+	return p, nil
+}
+
+// waitAcked waits until p (nil: nothing in flight) is acked.
+func waitAcked(ctx context.Context, p *inflight) error {
+	if p == nil {
+		return nil
 	}
-	if dup {
-		s.count(kind, "duplicate")
-	} else {
-		s.count(kind, "stored")
-		if s.metrics != nil && kind == "events" {
-			s.metrics.IngestEvents.Add(float64(len(events)))
-		}
+	select {
+	case <-p.acked:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
 	}
-	err = stream.Send(&nodewardv1.ConnectResponse{Payload: &nodewardv1.ConnectResponse_Ack{
-		Ack: &nodewardv1.Ack{Sequence: req.GetSequence(), Duplicate: dup},
-	}})
-	if s.metrics != nil {
-		s.metrics.AckLatency.Observe(time.Since(now).Seconds())
-	}
-	return err
 }
 
 // publish hands a new batch (no events for a snapshot, whose sequence
