@@ -109,7 +109,8 @@ event_count() { # STORE
 		[ -f "$WORK/nodeward.db" ] || { echo 0; return; }
 		python3 -c "import sqlite3,sys; print(sqlite3.connect('file:$WORK/nodeward.db?mode=ro', uri=True).execute('select max(id) from events').fetchone()[0] or 0)"
 	else
-		psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d nodeward -Atc 'select count(*) from events'
+		# A new database has no tables until the collector first opens it.
+		psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d nodeward -Atc 'select count(*) from events' 2>/dev/null || echo 0
 	fi
 }
 
