@@ -163,12 +163,15 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 	}()
 	// Acks go out in order from their own goroutine, so the next batch is
 	// read and queued for commit while earlier ones commit.
+	// slots bounds the messages committing at once (and so the stream's
+	// memory); the acker frees one with each ack.
 	acks := make(chan *inflight, maxInFlight)
+	slots := make(chan struct{}, maxInFlight)
 	ackErr := make(chan error, 1)
 	ackerDone := make(chan struct{})
 	go func() {
 		defer close(ackerDone)
-		s.sendAcks(node, stream, acks, ackErr)
+		s.sendAcks(node, stream, acks, slots, ackErr)
 	}()
 	// Every way out acks what is committed first.
 	finish := func(err error) error {
@@ -201,17 +204,20 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 			log.Info("agent stream ended", "err", r.err)
 			return finish(r.err)
 		}
+		select {
+		case slots <- struct{}{}:
+		case err := <-ackErr:
+			return finish(err)
+		}
 		p, err := s.handle(ctx, node, last, r.req, previous)
 		if err != nil {
 			log.Warn("agent message refused", "seq", r.req.msg.GetSequence(), "err", err)
 			return finish(err)
 		}
-		if p != nil {
-			select {
-			case acks <- p:
-			case err := <-ackErr:
-				return finish(err)
-			}
+		if p == nil {
+			<-slots // a heartbeat: nothing to ack
+		} else {
+			acks <- p // never blocks: slots bounds what is queued
 			previous = p
 		}
 		// Pay for this batch before reading the next one.
@@ -246,7 +252,7 @@ type commitResult struct {
 // sendAcks acks each message once its commit is done, in the order they
 // arrived, until acks is closed. After a failed commit or send it acks
 // nothing more (the agent sends it all again) and reports the error once.
-func (s *Server) sendAcks(node string, stream nodewardv1.AgentService_ConnectServer, acks <-chan *inflight, failed chan<- error) {
+func (s *Server) sendAcks(node string, stream nodewardv1.AgentService_ConnectServer, acks <-chan *inflight, slots <-chan struct{}, failed chan<- error) {
 	var err error
 	for p := range acks {
 		if err == nil {
@@ -255,6 +261,7 @@ func (s *Server) sendAcks(node string, stream nodewardv1.AgentService_ConnectSer
 			}
 		}
 		close(p.acked)
+		<-slots
 	}
 }
 
