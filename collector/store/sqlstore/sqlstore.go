@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nodeward/nodeward/collector/eventfilter"
@@ -48,6 +49,9 @@ type Store struct {
 	committer *store.Committer
 	closers   []func() error
 	now       func() time.Time
+
+	stmtMu sync.Mutex
+	stmts  map[[2]int]*sql.Stmt // by kind and rows; see prepareWrites
 }
 
 var _ store.Store = (*Store)(nil)
@@ -75,6 +79,11 @@ func (s *Store) Writer() *sql.DB { return s.writer }
 func (s *Store) Close() error {
 	s.committer.Close()
 	var errs []error
+	s.stmtMu.Lock()
+	for _, st := range s.stmts {
+		errs = append(errs, st.Close())
+	}
+	s.stmtMu.Unlock()
 	if s.reader != s.writer {
 		errs = append(errs, s.reader.Close())
 	}
@@ -102,6 +111,67 @@ func (s *Store) q(query string) string {
 		b.WriteByte(query[i])
 	}
 	return b.String()
+}
+
+// The group commit's multi-row INSERTs, prepared once: one with hundreds of
+// placeholders costs more to parse than to run, and every commit group used
+// to parse its own. Statements come in the sizes chunks makes.
+const (
+	stmtClaim = iota
+	stmtEvents
+)
+
+// prepareWrites prepares the group commit's statements on the writer pool.
+// It runs before the group's transaction: SQLite's pool is one connection,
+// which the transaction then holds.
+func (s *Store) prepareWrites(ctx context.Context) error {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if s.stmts != nil {
+		return nil
+	}
+	stmts := map[[2]int]*sql.Stmt{}
+	for size := writeChunk; size > 0; size /= 2 {
+		for kind, query := range map[int]string{
+			stmtClaim:  `INSERT INTO sequences (node, seq, kind, received_ns) VALUES ` + values(size, 4) + ` ON CONFLICT DO NOTHING RETURNING node, seq`,
+			stmtEvents: s.d.InsertEvents + ` INTO events (node, seq, idx, time_ns, received_ns, kind, bin, uid, usr, pod, pod_ns, container, session, body) VALUES ` + values(size, eventCols),
+		} {
+			st, err := s.writer.PrepareContext(ctx, s.q(query))
+			if err != nil {
+				for _, st := range stmts {
+					st.Close()
+				}
+				return fmt.Errorf("prepare: %w", err)
+			}
+			stmts[[2]int{kind, size}] = st
+		}
+	}
+	s.stmts = stmts
+	return nil
+}
+
+// prepared is the statement of kind for size rows, for use in tx.
+func (s *Store) prepared(ctx context.Context, tx *sql.Tx, kind, size int) *sql.Stmt {
+	s.stmtMu.Lock()
+	st := s.stmts[[2]int{kind, size}]
+	s.stmtMu.Unlock()
+	return tx.StmtContext(ctx, st)
+}
+
+// chunks splits n rows into statements of at most limit rows: full ones,
+// then powers of two, so a few statement sizes serve every group.
+func chunks(n, limit int) []int {
+	var out []int
+	for ; n >= limit; n -= limit {
+		out = append(out, limit)
+	}
+	for size := limit / 2; size > 0; size /= 2 {
+		if n >= size {
+			out = append(out, size)
+			n -= size
+		}
+	}
+	return out
 }
 
 // clean makes a string safe for any backend's text type (PostgreSQL
@@ -140,10 +210,13 @@ func (s *Store) CommitEvents(ctx context.Context, node string, seq uint64, event
 
 const eventCols = 14
 
-// eventsChunk rows go into one multi-row INSERT.
-const eventsChunk = 128
+// writeChunk rows at most go into one multi-row INSERT.
+const writeChunk = 128
 
 func (s *Store) apply(ctx context.Context, group []*store.Request) (err error) {
+	if err := s.prepareWrites(ctx); err != nil {
+		return err
+	}
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -177,7 +250,6 @@ func (s *Store) apply(ctx context.Context, group []*store.Request) (err error) {
 		}
 		if ins == nil {
 			ins = &eventInserter{s: s, tx: tx}
-			defer ins.close()
 		}
 		if err := ins.add(ctx, r); err != nil {
 			return fmt.Errorf("events %s/%d: %w", r.Node, r.Seq, err)
@@ -199,8 +271,6 @@ func (s *Store) apply(ctx context.Context, group []*store.Request) (err error) {
 	return nil
 }
 
-// claimChunk sequence records go into one INSERT.
-const claimChunk = 200
 
 // claim records every request's (node, sequence) in a few multi-row
 // INSERTs and reports which were new: a sequence already stored, or
@@ -211,24 +281,19 @@ func (s *Store) claim(ctx context.Context, tx *sql.Tx, group []*store.Request) (
 		seq  int64
 	}
 	inserted := map[key]bool{}
-	for lo := 0; lo < len(group); lo += claimChunk {
-		part := group[lo:min(lo+claimChunk, len(group))]
-		var b strings.Builder
-		b.WriteString(`INSERT INTO sequences (node, seq, kind, received_ns) VALUES `)
+	lo := 0
+	for _, size := range chunks(len(group), writeChunk) {
+		part := group[lo : lo+size]
+		lo += size
 		args := make([]any, 0, 4*len(part))
-		for i, r := range part {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("(?, ?, ?, ?)")
+		for _, r := range part {
 			kind := "events"
 			if r.Snapshot != nil {
 				kind = "snapshot"
 			}
 			args = append(args, r.Node, int64(r.Seq), kind, r.Received.UnixNano())
 		}
-		b.WriteString(` ON CONFLICT DO NOTHING RETURNING node, seq`)
-		rows, err := tx.QueryContext(ctx, s.q(b.String()), args...)
+		rows, err := s.prepared(ctx, tx, stmtClaim, size).QueryContext(ctx, args...)
 		if err != nil {
 			return nil, fmt.Errorf("claim sequences: %w", err)
 		}
@@ -297,34 +362,10 @@ func (s *Store) touchNodes(ctx context.Context, tx *sql.Tx, group []*store.Reque
 
 // eventInserter batches event rows into multi-row INSERTs.
 type eventInserter struct {
-	s     *Store
-	tx    *sql.Tx
-	multi *sql.Stmt
-	one   *sql.Stmt
-	rows  []any
-	n     int
-}
-
-func (e *eventInserter) close() {
-	if e.multi != nil {
-		e.multi.Close()
-	}
-	if e.one != nil {
-		e.one.Close()
-	}
-}
-
-func (s *Store) insertSQL(n int) string {
-	var b strings.Builder
-	b.WriteString(s.d.InsertEvents + ` INTO events (node, seq, idx, time_ns, received_ns, kind, bin, uid, usr, pod, pod_ns, container, session, body) VALUES `)
-	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", eventCols), ", ") + ")"
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(row)
-	}
-	return b.String()
+	s    *Store
+	tx   *sql.Tx
+	rows []any
+	n    int
 }
 
 // encodeEvents turns a batch into INSERT arguments, eventCols per event;
@@ -364,14 +405,8 @@ func (e *eventInserter) add(ctx context.Context, r *store.Request) error {
 	for i := 0; i+eventCols <= len(rows); i += eventCols {
 		e.rows = append(e.rows, rows[i:i+eventCols]...)
 		e.n++
-		if e.n == eventsChunk {
-			var err error
-			if e.multi == nil {
-				if e.multi, err = e.tx.PrepareContext(ctx, e.s.q(e.s.insertSQL(eventsChunk))); err != nil {
-					return err
-				}
-			}
-			if _, err := e.multi.ExecContext(ctx, e.rows...); err != nil {
+		if e.n == writeChunk {
+			if err := e.exec(ctx, writeChunk, e.rows); err != nil {
 				return err
 			}
 			e.rows, e.n = e.rows[:0], 0
@@ -380,20 +415,19 @@ func (e *eventInserter) add(ctx context.Context, r *store.Request) error {
 	return nil
 }
 
+// exec inserts n rows.
+func (e *eventInserter) exec(ctx context.Context, n int, rows []any) error {
+	_, err := e.s.prepared(ctx, e.tx, stmtEvents, n).ExecContext(ctx, rows...)
+	return err
+}
+
 func (e *eventInserter) flush(ctx context.Context) error {
-	if e.n == 0 {
-		return nil
-	}
-	var err error
-	if e.one == nil {
-		if e.one, err = e.tx.PrepareContext(ctx, e.s.q(e.s.insertSQL(1))); err != nil {
+	rows := e.rows
+	for _, size := range chunks(e.n, writeChunk) {
+		if err := e.exec(ctx, size, rows[:size*eventCols]); err != nil {
 			return err
 		}
-	}
-	for i := 0; i < e.n; i++ {
-		if _, err := e.one.ExecContext(ctx, e.rows[i*eventCols:(i+1)*eventCols]...); err != nil {
-			return err
-		}
+		rows = rows[size*eventCols:]
 	}
 	e.rows, e.n = e.rows[:0], 0
 	return nil
