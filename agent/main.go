@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	_ "github.com/nodeward/nodeward/agent/inventory" // registers the inventory sources
 	_ "github.com/nodeward/nodeward/agent/posture"   // registers the posture checks
 	"github.com/nodeward/nodeward/internal/buildinfo"
+	"github.com/nodeward/nodeward/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -21,11 +21,8 @@ func main() {
 	// The tracer allocates per event over a small live heap (a few MiB): at
 	// Go's default GOGC of 100, an exec storm of 20,000/s collects about 15
 	// times a second. 200 costs ~2 MiB and a fifth of the agent's CPU in
-	// such a storm; GOMEMLIMIT, which the DaemonSet sets from the pod's
-	// memory limit, still bounds the heap. An explicit GOGC wins.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200)
-	}
+	// such a storm.
+	cli.SetGCPercent(200)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:]))

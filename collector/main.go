@@ -17,6 +17,10 @@ import (
 )
 
 func main() {
+	// Ingest allocates per event (decoded batches, row arguments): at Go's
+	// default GOGC of 100 a saturated collector spent a tenth more CPU per
+	// event than at 200, which costs about a quarter more peak memory.
+	cli.SetGCPercent(200)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:]))
