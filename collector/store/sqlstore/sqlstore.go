@@ -271,7 +271,6 @@ func (s *Store) apply(ctx context.Context, group []*store.Request) (err error) {
 	return nil
 }
 
-
 // claim records every request's (node, sequence) in a few multi-row
 // INSERTs and reports which were new: a sequence already stored, or
 // repeated earlier in the same group, is a duplicate.
