@@ -196,6 +196,9 @@ func (s *Store) CommitEvents(ctx context.Context, node string, seq uint64, event
 	if node == "" || seq == 0 {
 		return false, errors.New("commit events: node and sequence are required")
 	}
+	if wire != nil && len(wire) != len(events) {
+		return false, fmt.Errorf("commit events: %d encodings for %d events", len(wire), len(events))
+	}
 	if events == nil {
 		events = []*nodewardv1.Event{}
 	}
