@@ -1,4 +1,5 @@
-// Package hub fans committed events out to live tail subscribers. Ingest
+// Package hub fans events out to live tail subscribers: each batch as this
+// replica receives it, and other replicas' batches once committed. Ingest
 // publishes without ever waiting: each subscriber has a bounded queue, and
 // what does not fit is counted and later announced to that subscriber as a
 // gap. Per-node sequence numbers are watched too, so a tail shows where a
@@ -36,7 +37,8 @@ type Hub struct {
 }
 
 // recent is how many of a node's latest sequences are remembered to drop
-// a commit delivered twice (a replica catching up after a reconnect).
+// a batch delivered twice (an agent resending after a failed commit, a
+// replica catching up after a reconnect).
 const recent = 512
 
 type nodeSeq struct {
@@ -54,7 +56,7 @@ func New(queue int) *Hub {
 	return &Hub{queue: queue, subs: map[*Subscriber]struct{}{}, nodes: map[string]*nodeSeq{}}
 }
 
-// Batch is one commit's events as subscribers receive them. Every
+// Batch is one batch's events as subscribers receive them. Every
 // subscriber is handed the same Batch, so an event is encoded once however
 // many tails send it (or never, when it came with its encoding).
 type Batch struct {
@@ -136,7 +138,7 @@ func (h *Hub) Published() uint64    { return h.published.Load() }
 func (h *Hub) Dropped() uint64      { return h.dropped.Load() }
 func (h *Hub) SequenceGaps() uint64 { return h.seqGaps.Load() }
 
-// track records a commit's sequence: it reports whether the commit was
+// track records a batch's sequence: it reports whether the batch was
 // already delivered, and the sequence hole before it, if any.
 func (h *Hub) track(node string, seq uint64) (dup bool, gap *nodewardv1.GapEvent) {
 	h.seqMu.Lock()
@@ -155,7 +157,7 @@ func (h *Hub) track(node string, seq uint64) (dup bool, gap *nodewardv1.GapEvent
 	ns.ring[ns.pos] = seq
 	ns.pos = (ns.pos + 1) % recent
 	ns.seen[seq] = struct{}{}
-	// The first commit the hub sees for a node sets the baseline: what came
+	// The first batch the hub sees for a node sets the baseline: what came
 	// before this collector started is not a loss.
 	if ns.highest != 0 && seq > ns.highest+1 {
 		gap = &nodewardv1.GapEvent{FromSequence: ns.highest + 1, ToSequence: seq - 1}
@@ -166,7 +168,7 @@ func (h *Hub) track(node string, seq uint64) (dup bool, gap *nodewardv1.GapEvent
 	return false, gap
 }
 
-// Publish offers one commit to every subscriber without blocking. A
+// Publish offers one batch to every subscriber without blocking. A
 // snapshot (no events) only advances the node's sequence.
 func (h *Hub) Publish(c store.Committed) {
 	dup, gap := h.track(c.Node, c.Seq)

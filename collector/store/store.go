@@ -56,8 +56,9 @@ type Store interface {
 	Close() error
 }
 
-// Committed is one commit as the live tail sees it: a node's sequence and,
-// for an event batch, its events (nil for a snapshot).
+// Committed is one batch as the live tail sees it: a node's sequence and,
+// for an event batch, its events (nil for a snapshot). Ingest publishes its
+// own before they commit; Follow delivers other replicas' once committed.
 type Committed struct {
 	Node   string
 	Seq    uint64
