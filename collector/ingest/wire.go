@@ -44,12 +44,11 @@ func ServerCodec() grpc.ServerOption {
 
 // Field numbers the wire walk reads (agent_service.proto, event.proto).
 const (
-	requestEventsField   = 4 // ConnectRequest.events, one member of the payload oneof
-	batchEventsField     = 1 // EventBatch.events
-	eventNodeNameField   = 1 // Event.node_name
-	eventSequenceField   = 2 // Event.sequence
-	eventIndexField      = 3 // Event.index
-	requestSequenceField = 1 // ConnectRequest.sequence, outside the oneof
+	requestEventsField = 4 // ConnectRequest.events, one member of the payload oneof
+	batchEventsField   = 1 // EventBatch.events
+	eventNodeNameField = 1 // Event.node_name
+	eventSequenceField = 2 // Event.sequence
+	eventIndexField    = 3 // Event.index
 )
 
 // wireEvents returns the encoded events of a ConnectRequest carrying an
@@ -87,9 +86,13 @@ func wireEvents(req []byte) ([][]byte, error) {
 	return events, nil
 }
 
-// isOtherPayload reports whether num is a ConnectRequest payload member
-// other than events (hello, snapshot, heartbeat).
-func isOtherPayload(num protowire.Number) bool { return num == 2 || num == 3 || num == 5 }
+// isOtherPayload reports whether num is a member of ConnectRequest's
+// payload oneof other than events, read from the message's descriptor so a
+// member added later counts too.
+func isOtherPayload(num protowire.Number) bool {
+	fd := (&nodewardv1.ConnectRequest{}).ProtoReflect().Descriptor().Fields().ByNumber(num)
+	return fd != nil && fd.ContainingOneof() != nil && fd.ContainingOneof().Name() == "payload" && num != requestEventsField
+}
 
 // appendBatch appends the events of one encoded EventBatch.
 func appendBatch(events [][]byte, batch []byte) ([][]byte, int) {
