@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -35,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 		{"PortsExposedAndHistory", testPorts},
 		{"FindingsFiltersAndPosture", testFindings},
 		{"QueryEventsFiltersAndPaging", testQueryEvents},
+		{"QueryEventsByNodeInFleetOrder", testNodeEvents},
 		{"PruneKeepsLatest", testPrune},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -483,6 +486,137 @@ func testQueryEvents(t *testing.T, st store.Store) {
 	count("time range", 60, &nodewardv1.QueryEventsRequest{StartTime: timestamppb.New(t0.Add(10 * time.Second)), EndTime: timestamppb.New(t0.Add(70 * time.Second))})
 	if _, err := st.QueryEvents(ctx(t), &nodewardv1.QueryEventsRequest{Filter: &nodewardv1.EventFilter{BinaryRegex: "("}}); !errors.Is(err, store.ErrBadRequest) {
 		t.Errorf("bad regex: %v, want ErrBadRequest", err)
+	}
+}
+
+// testNodeEvents holds node-filtered searches to the fleet-wide order:
+// batches whose time spans overlap, arrive out of order and share
+// timestamps must page out exactly as the unfiltered search lists them.
+func testNodeEvents(t *testing.T, st store.Store) {
+	r := rand.New(rand.NewPCG(1, 2))
+	type batch struct {
+		node string
+		seq  uint64
+		evs  []*nodewardv1.Event
+	}
+	var batches []batch
+	n := 0
+	for _, node := range []string{"a", "b", "c"} {
+		for seq := uint64(1); seq <= 150; seq++ {
+			// Batches a second apart, each spanning up to 30s: dozens overlap.
+			base := t0.Add(time.Duration(seq)*time.Second + time.Duration(r.IntN(25))*time.Second)
+			var evs []*nodewardv1.Event
+			for range r.IntN(12) { // some batches are empty
+				n++
+				at := base.Add(time.Duration(r.IntN(30)) * time.Second)
+				evs = append(evs, Exec(node, at, []string{"/bin/sh", "/usr/bin/curl", "/bin/ls"}[r.IntN(3)], uint32(r.IntN(3)), fmt.Sprintf("ev-%d", n)))
+			}
+			batches = append(batches, batch{node, seq, evs})
+		}
+	}
+	// Node d: uid-2 events sit in its oldest 30 batches, and two more, hours
+	// older, in a later batch (an agent's backlog): a page of them must not
+	// stop at the batch order.
+	for seq := uint64(1); seq <= 100; seq++ {
+		newest := t0.Add(time.Duration(seq) * 10 * time.Second)
+		n++
+		evs := []*nodewardv1.Event{Exec("d", newest, "/bin/sh", 1, fmt.Sprintf("ev-%d", n))}
+		var uid2 []time.Time
+		switch {
+		case seq <= 30:
+			uid2 = []time.Time{newest.Add(-time.Second)}
+		case seq == 37:
+			uid2 = []time.Time{t0.Add(-3 * time.Hour), t0.Add(-3*time.Hour + time.Second)}
+		}
+		for _, at := range uid2 {
+			n++
+			evs = append(evs, Exec("d", at, "/bin/sh", 2, fmt.Sprintf("ev-%d", n)))
+		}
+		batches = append(batches, batch{"d", seq, evs})
+	}
+	r.Shuffle(len(batches), func(i, j int) { batches[i], batches[j] = batches[j], batches[i] })
+	// Committed from several goroutines, so they share commit groups.
+	work := make(chan batch)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range work {
+				if _, err := st.CommitEvents(ctx(t), b.node, b.seq, b.evs, nil, t0); err != nil {
+					t.Errorf("CommitEvents(%s, %d): %v", b.node, b.seq, err)
+				}
+			}
+		}()
+	}
+	for _, b := range batches {
+		work <- b
+	}
+	close(work)
+	wg.Wait()
+	mustSnapshot(t, st, "a", 100, &nodewardv1.Snapshot{}, t0)
+
+	all := func(req *nodewardv1.QueryEventsRequest) []*nodewardv1.Event {
+		var out []*nodewardv1.Event
+		for {
+			resp, err := st.QueryEvents(ctx(t), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, resp.GetEvents()...)
+			if resp.GetNextPageToken() == "" {
+				return out
+			}
+			req.PageToken = resp.GetNextPageToken()
+		}
+	}
+	id := func(e *nodewardv1.Event) string { return e.GetExec().GetProcess().GetArgs()[0] }
+	// The fleet-wide order, from unfiltered pages.
+	fleet := all(&nodewardv1.QueryEventsRequest{PageSize: 1000})
+	if len(fleet) != n {
+		t.Fatalf("%d events stored, want %d", len(fleet), n)
+	}
+	start, end := t0.Add(40*time.Second), t0.Add(100*time.Second)
+	for _, c := range []struct {
+		name  string
+		req   *nodewardv1.QueryEventsRequest
+		match func(*nodewardv1.Event) bool
+	}{
+		{"one node", &nodewardv1.QueryEventsRequest{PageSize: 7, Filter: &nodewardv1.EventFilter{NodeNames: []string{"a"}}},
+			func(e *nodewardv1.Event) bool { return e.GetNodeName() == "a" }},
+		{"two nodes", &nodewardv1.QueryEventsRequest{PageSize: 7, Filter: &nodewardv1.EventFilter{NodeNames: []string{"c", "a"}}},
+			func(e *nodewardv1.Event) bool { return e.GetNodeName() == "a" || e.GetNodeName() == "c" }},
+		{"node and time range", &nodewardv1.QueryEventsRequest{PageSize: 5, StartTime: timestamppb.New(start), EndTime: timestamppb.New(end),
+			Filter: &nodewardv1.EventFilter{NodeNames: []string{"b"}}},
+			func(e *nodewardv1.Event) bool {
+				at := e.GetTime().AsTime()
+				return e.GetNodeName() == "b" && !at.Before(start) && at.Before(end)
+			}},
+		{"node and uid", &nodewardv1.QueryEventsRequest{PageSize: 100, Filter: &nodewardv1.EventFilter{NodeNames: []string{"b"}, Uids: []uint32{2}}},
+			func(e *nodewardv1.Event) bool {
+				return e.GetNodeName() == "b" && e.GetExec().GetProcess().GetUid() == 2
+			}},
+		{"node, a page reaching an old event", &nodewardv1.QueryEventsRequest{PageSize: 1, Filter: &nodewardv1.EventFilter{NodeNames: []string{"d"}, Uids: []uint32{2}}},
+			func(e *nodewardv1.Event) bool {
+				return e.GetNodeName() == "d" && e.GetExec().GetProcess().GetUid() == 2
+			}},
+		{"node and binary", &nodewardv1.QueryEventsRequest{PageSize: 3, Filter: &nodewardv1.EventFilter{NodeNames: []string{"c"}, BinaryRegex: "^/bin/ls$"}},
+			func(e *nodewardv1.Event) bool {
+				return e.GetNodeName() == "c" && e.GetExec().GetProcess().GetFilename() == "/bin/ls"
+			}},
+	} {
+		var want, got []string
+		for _, e := range fleet {
+			if c.match(e) {
+				want = append(want, id(e))
+			}
+		}
+		for _, e := range all(c.req) {
+			got = append(got, id(e))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: paged out %d events %v\nwant %d in fleet order %v", c.name, len(got), got, len(want), want)
+		}
 	}
 }
 
