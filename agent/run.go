@@ -14,6 +14,7 @@ import (
 	"github.com/nodeward/nodeward/internal/auth"
 	"github.com/nodeward/nodeward/internal/buildinfo"
 	"github.com/nodeward/nodeward/internal/cli"
+	"github.com/nodeward/nodeward/internal/flowcontrol"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -110,7 +111,7 @@ func runAgent(ctx context.Context, o *runOptions) error {
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(o.collector, append(creds,
+	conn, err := grpc.NewClient(o.collector, append(append(creds, flowcontrol.DialOptions()...),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 	)...)
 	if err != nil {

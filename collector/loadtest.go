@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nodeward/nodeward/collector/pkgver"
+	"github.com/nodeward/nodeward/internal/flowcontrol"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -108,8 +109,8 @@ func (l *latencies) count() int {
 }
 
 func dialInsecure(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	return grpc.NewClient(addr, append(flowcontrol.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
 }
 
 // simAgent is one simulated agent speaking the real agent protocol.

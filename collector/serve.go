@@ -22,6 +22,7 @@ import (
 	"github.com/nodeward/nodeward/collector/store/sqlite"
 	"github.com/nodeward/nodeward/internal/buildinfo"
 	"github.com/nodeward/nodeward/internal/cli"
+	"github.com/nodeward/nodeward/internal/flowcontrol"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
@@ -198,7 +199,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.listen, err)
 	}
-	srv := grpc.NewServer(append(authn.ServerOptions(), ingest.ServerCodec(),
+	srv := grpc.NewServer(append(append(authn.ServerOptions(), flowcontrol.ServerOptions()...), ingest.ServerCodec(),
 		grpc.MaxRecvMsgSize(cmp.Or(o.maxMsgBytes, defaultMaxMessage)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
