@@ -73,6 +73,23 @@ func mustCommitEvents(t *testing.T, st store.Store, node string, seq uint64, evs
 	return dup
 }
 
+// allEvents pages through a search to its end.
+func allEvents(t *testing.T, st store.Store, req *nodewardv1.QueryEventsRequest) []*nodewardv1.Event {
+	t.Helper()
+	var out []*nodewardv1.Event
+	for {
+		resp, err := st.QueryEvents(ctx(t), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, resp.GetEvents()...)
+		if resp.GetNextPageToken() == "" {
+			return out
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+}
+
 func mustSnapshot(t *testing.T, st store.Store, node string, seq uint64, snap *nodewardv1.Snapshot, at time.Time) {
 	t.Helper()
 	if snap.Node == nil {
@@ -140,20 +157,7 @@ func testConcurrent(t *testing.T, st store.Store) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	total := 0
-	req := &nodewardv1.QueryEventsRequest{PageSize: 97}
-	for {
-		resp, err := st.QueryEvents(ctx(t), req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += len(resp.GetEvents())
-		if resp.GetNextPageToken() == "" {
-			break
-		}
-		req.PageToken = resp.GetNextPageToken()
-	}
-	if total != nodes*batches*2 {
+	if total := len(allEvents(t, st, &nodewardv1.QueryEventsRequest{PageSize: 97})); total != nodes*batches*2 {
 		t.Fatalf("stored %d events, want %d (each batch exactly once)", total, nodes*batches*2)
 	}
 	for n := range nodes {
@@ -443,20 +447,7 @@ func testQueryEvents(t *testing.T, st store.Store) {
 		Kind: nodewardv1.SshEventKind_SSH_EVENT_KIND_LOGIN, User: "ec2-user", Uid: proto.Uint32(1000), SessionId: "s-1", RemoteAddress: "10.1.2.3"}}}
 	mustCommitEvents(t, st, "a", 1000, ssh)
 
-	all := func(req *nodewardv1.QueryEventsRequest) []*nodewardv1.Event {
-		var out []*nodewardv1.Event
-		for {
-			resp, err := st.QueryEvents(ctx(t), req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, resp.GetEvents()...)
-			if resp.GetNextPageToken() == "" {
-				return out
-			}
-			req.PageToken = resp.GetNextPageToken()
-		}
-	}
+	all := func(req *nodewardv1.QueryEventsRequest) []*nodewardv1.Event { return allEvents(t, st, req) }
 	evs := all(&nodewardv1.QueryEventsRequest{PageSize: 7})
 	if len(evs) != 301 {
 		t.Fatalf("paged through %d events, want 301", len(evs))
@@ -556,20 +547,7 @@ func testNodeEvents(t *testing.T, st store.Store) {
 	wg.Wait()
 	mustSnapshot(t, st, "a", 100, &nodewardv1.Snapshot{}, t0)
 
-	all := func(req *nodewardv1.QueryEventsRequest) []*nodewardv1.Event {
-		var out []*nodewardv1.Event
-		for {
-			resp, err := st.QueryEvents(ctx(t), req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, resp.GetEvents()...)
-			if resp.GetNextPageToken() == "" {
-				return out
-			}
-			req.PageToken = resp.GetNextPageToken()
-		}
-	}
+	all := func(req *nodewardv1.QueryEventsRequest) []*nodewardv1.Event { return allEvents(t, st, req) }
 	id := func(e *nodewardv1.Event) string { return e.GetExec().GetProcess().GetArgs()[0] }
 	// The fleet-wide order, from unfiltered pages.
 	fleet := all(&nodewardv1.QueryEventsRequest{PageSize: 1000})
