@@ -506,8 +506,8 @@ func testNodeEvents(t *testing.T, st store.Store) {
 		}
 	}
 	// Node d: uid-2 events sit in its oldest 30 batches, and two more, hours
-	// older, in a later batch (an agent's backlog): a page of them must not
-	// stop at the batch order.
+	// older, in a later batch (an agent's backlog): batch order is not time
+	// order.
 	for seq := uint64(1); seq <= 100; seq++ {
 		newest := t0.Add(time.Duration(seq) * 10 * time.Second)
 		n++
