@@ -256,14 +256,33 @@ func hostNetNS(procFD int, procs []*procEntry) uint64 {
 	return 0
 }
 
-// listenersIn dumps one namespace's listening sockets.
+// listenersIn lists one namespace's listening sockets: by sock_diag from
+// inside it, or, when the agent may not enter it (setns needs
+// CAP_SYS_ADMIN, which the DaemonSet does not grant), from the socket
+// tables of a process in it.
 func listenersIn(ns *netNS, procFD int) ([]*nodewardv1.ListeningPort, error) {
+	socks, err := dumpIn(ns, procFD)
+	if errors.Is(err, unix.EPERM) && len(ns.pids) > 0 {
+		socks, err = procTablesOf(ns, procFD)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ports := make([]*nodewardv1.ListeningPort, 0, len(socks))
+	for _, s := range socks {
+		ports = append(ports, portOf(s, ns))
+	}
+	return ports, nil
+}
+
+// dumpIn dumps ns's listening sockets through sock_diag.
+func dumpIn(ns *netNS, procFD int) ([]sockdiag.Socket, error) {
 	c, err := dialNS(ns, procFD)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	var ports []*nodewardv1.ListeningPort
+	var out []sockdiag.Socket
 	for _, d := range dumps {
 		states := uint32(sockdiag.Listening)
 		if d.protocol == unix.IPPROTO_TCP {
@@ -273,11 +292,62 @@ func listenersIn(ns *netNS, procFD int) ([]*nodewardv1.ListeningPort, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, s := range socks {
-			ports = append(ports, portOf(s, ns))
-		}
+		out = append(out, socks...)
 	}
-	return ports, nil
+	return out, nil
+}
+
+// procTablesOf reads ns's listening sockets from /proc/PID/net of one of
+// its processes, checked to be in ns still once read (pids are reused).
+func procTablesOf(ns *netNS, procFD int) ([]sockdiag.Socket, error) {
+	err := fs.ErrNotExist
+	for _, pid := range ns.pids {
+		var socks []sockdiag.Socket
+		if socks, err = readProcTables(procFD, pid); err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if serr := unix.Fstatat(procFD, strconv.Itoa(pid)+"/ns/net", &st, 0); serr == nil && st.Ino == ns.ino {
+			return socks, nil
+		}
+		err = fs.ErrNotExist
+	}
+	return nil, err
+}
+
+// readProcTables parses pid's tcp, tcp6, udp and udp6 tables.
+func readProcTables(procFD, pid int) ([]sockdiag.Socket, error) {
+	var out []sockdiag.Socket
+	for _, d := range dumps {
+		name := strconv.Itoa(pid) + "/net/" + procTable(d.family, d.protocol)
+		fd, err := unix.Openat(procFD, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) && d.family == unix.AF_INET6 {
+			continue // IPv6 is off: the IPv4 tables opened, so the process is there
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		f := os.NewFile(uintptr(fd), name)
+		socks, err := sockdiag.ParseProcNet(f, d.family, d.protocol)
+		_ = f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		out = append(out, socks...)
+	}
+	return out, nil
+}
+
+// procTable names the /proc/PID/net table of a family and protocol.
+func procTable(family, protocol uint8) string {
+	name := "tcp"
+	if protocol == unix.IPPROTO_UDP {
+		name = "udp"
+	}
+	if family == unix.AF_INET6 {
+		name += "6"
+	}
+	return name
 }
 
 // dialNS opens a sock_diag socket in ns.

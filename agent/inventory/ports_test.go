@@ -29,9 +29,27 @@ import (
 const portsHelperEnv = "NODEWARD_PORTS_HELPER"
 
 func init() {
-	if v := os.Getenv(portsHelperEnv); v == "1" || v == "loopback" {
+	switch os.Getenv(portsHelperEnv) {
+	case "1", "loopback":
 		os.Exit(portsHelper())
+	case "scan":
+		os.Exit(scanHelper())
 	}
+}
+
+// scanHelper runs ScanPorts and prints each host-namespace port as
+// "PROTOCOL ADDRESS PORT INODE", then each error as "error ...".
+func scanHelper() int {
+	inv, err := ScanPorts(context.Background(), &source.Env{Proc: "/proc"})
+	for _, p := range inv.GetPorts() {
+		if p.GetHostNetns() {
+			fmt.Println(p.GetProtocol(), p.GetAddress(), p.GetPort(), p.GetSocketInode())
+		}
+	}
+	if err != nil {
+		fmt.Println("error", err)
+	}
+	return 0
 }
 
 // portsHelper listens on TCP [::] and UDP 0.0.0.0 (on loopback when
@@ -533,6 +551,55 @@ func startPortsHelper(t *testing.T, mode string, command ...string) (*exec.Cmd, 
 		t.Fatalf("helper said %q", line)
 	}
 	return helper, tcp, udp
+}
+
+// TestPortsWithoutSysAdmin scans as the DaemonSet does: from a network
+// namespace of its own, with its capabilities (no CAP_SYS_ADMIN, so no
+// setns). The host's listeners still come out, read from a host process's
+// /proc/PID/net tables.
+func TestPortsWithoutSysAdmin(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	for _, tool := range []string{"unshare", "setpriv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testutil.Unavailable(t, tool+" not installed (util-linux)")
+		}
+	}
+	want := map[string]bool{}
+	for _, l := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::]:0"}} {
+		ln, err := net.Listen(l.network, l.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		a := ln.Addr().(*net.TCPAddr)
+		want[fmt.Sprint(nodewardv1.Protocol_PROTOCOL_TCP, a.AddrPort().Addr(), a.Port, testutil.SocketInode(t, ln.(*net.TCPListener)))] = true
+	}
+	for _, l := range []struct{ network, addr string }{{"udp4", "0.0.0.0:0"}, {"udp6", "[::1]:0"}} {
+		pc, err := net.ListenPacket(l.network, l.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		a := pc.LocalAddr().(*net.UDPAddr)
+		want[fmt.Sprint(nodewardv1.Protocol_PROTOCOL_UDP, a.AddrPort().Addr(), a.Port, testutil.SocketInode(t, pc.(*net.UDPConn)))] = true
+	}
+	cmd := exec.Command("unshare", "--net", "setpriv", "--inh-caps=-all",
+		"--bounding-set=-all,+bpf,+perfmon,+sys_resource,+sys_ptrace,+dac_read_search", os.Args[0])
+	cmd.Env = append(os.Environ(), portsHelperEnv+"=scan")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("scan without CAP_SYS_ADMIN: %v\n%s", err, out)
+	}
+	hostNS := nsName(netnsInode(t, "/proc/self/ns/net")) // the test runs in the host namespace
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.HasPrefix(line, "error") && strings.Contains(line, hostNS) {
+			t.Errorf("host namespace not listed: %s", line)
+		}
+		delete(want, line)
+	}
+	if len(want) > 0 {
+		t.Errorf("host listeners missing from the scan without CAP_SYS_ADMIN: %v\nscan said:\n%s", slices.Sorted(maps.Keys(want)), out)
+	}
 }
 
 // TestPortsOwnerCgroup moves a listening process into a cgroup named as
