@@ -90,7 +90,7 @@ func wireEvents(req []byte) ([][]byte, error) {
 // payload oneof other than events, read from the message's descriptor so a
 // member added later counts too.
 func isOtherPayload(num protowire.Number) bool {
-	fd := (&nodewardv1.ConnectRequest{}).ProtoReflect().Descriptor().Fields().ByNumber(num)
+	fd := (*nodewardv1.ConnectRequest)(nil).ProtoReflect().Descriptor().Fields().ByNumber(num)
 	return fd != nil && fd.ContainingOneof() != nil && fd.ContainingOneof().Name() == "payload" && num != requestEventsField
 }
 
