@@ -1,7 +1,7 @@
 # nodeward images: `--target agent` and `--target collector`.
 #
 # Build them with `make image` (deploy/image.sh): it compiles both commands
-# as static binaries (CGO_ENABLED=0) with the local Go toolchain into the
+# as static binaries (scripts/build.sh) with the local Go toolchain into the
 # build context and then runs buildah or podman on this file, so no base
 # image, registry or Docker engine is needed. The context it prepares holds:
 #   nodeward-agent, nodeward          the binaries (./agent, ./collector)

@@ -4,7 +4,6 @@ export PATH := $(CURDIR)/.bin:/usr/local/go/bin:$(PATH)
 export GOFLAGS ?= -buildvcs=false
 
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X github.com/nodeward/nodeward/internal/buildinfo.version=$(VERSION)
 FUZZTIME ?= 10s
 
 # Pinned generator and linter versions: `make tools` installs them in .bin/.
@@ -24,10 +23,8 @@ deps: ## install Debian packages and Go modules the build and tests need
 	@scripts/deps.sh
 
 .PHONY: build
-build: ## build bin/nodeward (collector and CLI) and bin/nodeward-agent, static
-	@mkdir -p bin
-	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/nodeward ./collector
-	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/nodeward-agent ./agent
+build: ## build bin/nodeward (collector and CLI) and bin/nodeward-agent, static (scripts/build.sh)
+	scripts/build.sh bin $(VERSION)
 
 .PHONY: run
 run: deps build ## run a collector (SQLite) and an agent on this machine, show this node, tail its events
@@ -36,6 +33,8 @@ run: deps build ## run a collector (SQLite) and an agent on this machine, show t
 .PHONY: test
 test: deps ## run every test (as root, privileged tests run too), and check the committed eBPF objects
 	go test -race -timeout 45m $$(go list ./... | grep -v '/e2e$$')
+	@# The collector's SQLite store once more on the pure-Go driver (builds without cgo).
+	CGO_ENABLED=0 go test -timeout 10m ./collector/store/sqlite/
 	@# The end-to-end tests run the real binaries (sshd, whole-node tracing) on their own.
 	go test -race -timeout 30m ./e2e
 	cd deploy && GOFLAGS=-mod=mod go test -timeout 30m ./...

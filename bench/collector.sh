@@ -46,7 +46,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building nodeward"
-(cd "$ROOT" && go build -o "$WORK/nodeward" ./collector)
+"$ROOT/scripts/build.sh" "$WORK" bench >/dev/null # the collector as it ships (C SQLite)
 NW=$WORK/nodeward
 ulimit -n 20000 2>/dev/null || true
 

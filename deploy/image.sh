@@ -11,7 +11,8 @@
 # env:
 #   NODEWARD_IMAGE_STORE  keep images in this directory (vfs storage) instead of
 #                         the system's container storage
-#   GOARCH                target architecture (default: the host's)
+#   GOARCH                target architecture (default: the host's; see
+#                         scripts/build.sh for the collector's C cross compiler)
 # Prints the image names it built.
 set -euo pipefail
 
@@ -55,12 +56,7 @@ if [[ ! -s $ca ]]; then
 fi
 cp "$ca" "$ctx/etc/ssl/certs/ca-certificates.crt"
 
-ld="-s -w -X github.com/nodeward/nodeward/internal/buildinfo.version=$version"
-(
-	cd "$repo"
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$ctx/nodeward-agent" ./agent
-	CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$ctx/nodeward" ./collector
-)
+"$repo/scripts/build.sh" "$ctx" "$version"
 
 # Image tags cannot hold "+"; git describe never makes one, a caller might.
 tag=${version//+/_}

@@ -14,6 +14,7 @@ need_root() {
 
 pkgs=(
   ca-certificates make git iproute2 util-linux procps kmod
+  gcc libc6-dev                    # cgo: the collector's SQLite, go test -race
   openssh-server openssh-client    # real sshd for the sshd config and SSH session tests
   rpm                              # rpm -qa as the oracle for rpm databases
   cryptsetup                       # LUKS headers for the encryption check tests

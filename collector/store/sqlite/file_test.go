@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"io/fs"
 	"os"
@@ -43,10 +42,7 @@ func migrationsUpTo(t *testing.T, version string) fs.FS {
 func TestUpgradeKeepsNodesAndSnapshots(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "old.db")
-	old, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := openDB(path, false)
 	if err := sqlstore.Migrate(ctx, old, migrationsUpTo(t, "0003"), false); err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,6 @@
 // Package sqlite is the collector's embedded store: one SQLite file in WAL
-// mode, through the pure-Go modernc.org/sqlite driver.
+// mode, through SQLite's C library (github.com/mattn/go-sqlite3) when built
+// with cgo, else its pure-Go translation (modernc.org/sqlite).
 package sqlite
 
 import (
@@ -9,13 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/nodeward/nodeward/collector/store"
 	"github.com/nodeward/nodeward/collector/store/sqlstore"
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
 //go:embed migrations/*.sql
@@ -48,33 +48,17 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("sqlite %s: not a regular file", path)
 	}
-	dsn := func(extra string) string {
-		q := url.Values{}
-		for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)"} {
-			q.Add("_pragma", p)
-		}
-		if extra != "" {
-			q.Add("_pragma", extra)
-		}
-		return "file:" + path + "?" + q.Encode()
-	}
+	common := []string{"busy_timeout=10000", "journal_mode=WAL", "synchronous=FULL", "foreign_keys=1"}
 	// A big page cache for the writer: event indexes take inserts all over
 	// their B-trees (a thousand nodes, many binaries).
-	writer, err := sql.Open("sqlite", dsn("cache_size(-131072)")+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("sqlite %s: %w", path, err)
-	}
+	writer := openDB(path, true, slices.Concat(common, []string{"cache_size=-131072", "wal_autocheckpoint=0"})...)
 	writer.SetMaxOpenConns(1)
 	s := &Store{path: path, writer: writer}
 	if err := s.migrate(ctx); err != nil {
 		_ = writer.Close()
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
-	reader, err := sql.Open("sqlite", dsn("query_only(1)")+"&_pragma=cache_size(-32768)")
-	if err != nil {
-		_ = writer.Close()
-		return nil, fmt.Errorf("sqlite %s: %w", path, err)
-	}
+	reader := openDB(path, false, slices.Concat(common, []string{"query_only=1", "cache_size=-32768"})...)
 	reader.SetMaxOpenConns(4)
 	// A previous collector process may have died with streams open; an
 	// SQLite file has one collector.
@@ -87,12 +71,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	// checkpoint copies WAL pages into the database file and syncs it inside
 	// the commit that crossed the threshold, so that commit's acks waited
 	// for random writes all over a large file.
-	ckpt, err := sql.Open("sqlite", dsn(""))
-	if err != nil {
-		_ = reader.Close()
-		_ = writer.Close()
-		return nil, fmt.Errorf("sqlite %s: %w", path, err)
-	}
+	ckpt := openDB(path, false, common...)
 	ckpt.SetMaxOpenConns(1)
 	ckptCtx, stopCkpt := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -107,6 +86,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 		<-done
 		return ckpt.Close()
 	})
+	log.Info("sqlite store open", "path", path, "engine", engine)
 	return s, nil
 }
 

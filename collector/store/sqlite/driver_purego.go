@@ -1,0 +1,16 @@
+//go:build !cgo
+
+package sqlite
+
+import (
+	"database/sql/driver"
+
+	"modernc.org/sqlite"
+)
+
+// engine is the pure-Go translation of SQLite, for builds without a C
+// compiler (CGO_ENABLED=0): the same file format and SQL, slower at
+// ingest (docs/BENCHMARKS.md).
+const engine = "sqlite (pure Go)"
+
+func newDriver() driver.Driver { return &sqlite.Driver{} }
