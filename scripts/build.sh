@@ -3,8 +3,8 @@
 #   nodeward-agent  pure Go (CGO_ENABLED=0)
 #   nodeward        collector and CLI, with SQLite's C library linked in
 #                   statically through cgo: its single writer bounds ingest,
-#                   and the C library stores an event with about a fifth less
-#                   CPU than the pure-Go translation (docs/BENCHMARKS.md).
+#                   which the C library raises by 15-18% over the pure-Go
+#                   translation (docs/BENCHMARKS.md).
 #                   NODEWARD_PURE_GO=1 builds it on the pure-Go translation,
 #                   with no C compiler: same file format, slower ingest.
 # usage: scripts/build.sh DIR VERSION

@@ -2,10 +2,12 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -132,5 +134,38 @@ func TestCloseLeavesNoWAL(t *testing.T) {
 	defer st.Close()
 	if last, err := st.LastSequence(ctx, "node-a"); err != nil || last != 1 {
 		t.Fatalf("after reopening: last sequence %d, %v; want 1", last, err)
+	}
+}
+
+// Every connection of a pool gets the pragmas, not only the first, and a
+// pragma SQLite refuses fails the connection with its name.
+func TestPragmasOnEveryConnection(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "p.db")
+	rw := openDB(path, true, "journal_mode=WAL")
+	defer rw.Close()
+	if _, err := rw.ExecContext(ctx, `CREATE TABLE t (x INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	ro := openDB(path, false, "query_only=1")
+	defer ro.Close()
+	conns := make([]*sql.Conn, 3)
+	for i := range conns {
+		c, err := ro.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+	}
+	for i, c := range conns {
+		if _, err := c.ExecContext(ctx, `INSERT INTO t VALUES (1)`); err == nil {
+			t.Errorf("connection %d wrote through a query_only pool", i)
+		}
+	}
+	bad := openDB(path, false, "busy_timeout=(")
+	defer bad.Close()
+	if err := bad.PingContext(ctx); err == nil || !strings.Contains(err.Error(), "PRAGMA busy_timeout=(") {
+		t.Errorf("bad pragma: %v, want an error naming it", err)
 	}
 }
