@@ -30,8 +30,19 @@ func Kind(ev *nodewardv1.Event) nodewardv1.EventKind {
 
 // KindName is the short lower-case name of a kind: "exec", "ssh"...
 func KindName(k nodewardv1.EventKind) string {
+	if name, ok := kindNames[k]; ok {
+		return name // stores name every event they write
+	}
 	return strings.ToLower(strings.TrimPrefix(k.String(), "EVENT_KIND_"))
 }
+
+var kindNames = func() map[nodewardv1.EventKind]string {
+	m := map[nodewardv1.EventKind]string{}
+	for v, name := range nodewardv1.EventKind_name {
+		m[nodewardv1.EventKind(v)] = strings.ToLower(strings.TrimPrefix(name, "EVENT_KIND_"))
+	}
+	return m
+}()
 
 // ParseKind is the inverse of KindName.
 func ParseKind(s string) (nodewardv1.EventKind, error) {
@@ -55,6 +66,8 @@ func Process(ev *nodewardv1.Event) *nodewardv1.Process {
 
 // Columns are the fields stores keep beside an event's body to search it.
 type Columns struct {
+	Kind      nodewardv1.EventKind
+	TimeNS    int64 // the event's time in Unix nanoseconds (0 when unset)
 	Binary    string
 	User      string
 	UID       int64 // -1 when the event has none
@@ -66,7 +79,7 @@ type Columns struct {
 
 // Extract returns ev's searchable columns.
 func Extract(ev *nodewardv1.Event) Columns {
-	c := Columns{UID: -1}
+	c := Columns{Kind: Kind(ev), TimeNS: ev.GetTime().AsTime().UnixNano(), UID: -1}
 	if p := Process(ev); p != nil {
 		c.Binary = p.GetFilename()
 		if c.Binary == "" {

@@ -169,29 +169,62 @@ func (h *Hub) track(node string, seq uint64) (dup bool, gap *nodewardv1.GapEvent
 }
 
 // Publish offers one batch to every subscriber without blocking. A
-// snapshot (no events) only advances the node's sequence.
+// snapshot (no events) only advances the node's sequence. Encoded events
+// are decoded only when someone is tailing.
 func (h *Hub) Publish(c store.Committed) {
 	dup, gap := h.track(c.Node, c.Seq)
 	if dup {
 		return
 	}
-	batch, wire := c.Events, c.Wire
+	n := max(len(c.Events), len(c.Wire))
 	if gap != nil {
 		h.seqGaps.Add(1)
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	h.published.Add(uint64(n))
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if len(h.subs) == 0 {
+		return
+	}
+	batch, wire := c.Events, c.Wire
+	if batch == nil && wire != nil {
+		var err error
+		if batch, err = decode(wire); err != nil {
+			// Ingest checked every event; were one to fail here anyway,
+			// tails hear of it as missed events, and the store has them.
+			for s := range h.subs {
+				s.mu.Lock()
+				s.drop(int64(n))
+				s.mu.Unlock()
+			}
+			return
+		}
+	}
+	if gap != nil {
 		marker := &nodewardv1.Event{NodeName: c.Node, Sequence: c.Seq, Time: timestamppb.New(time.Now()), Body: &nodewardv1.Event_Gap{Gap: gap}}
 		batch = append([]*nodewardv1.Event{marker}, batch...)
 		wire = nil
 	}
-	if len(batch) == 0 {
-		return
-	}
-	h.published.Add(uint64(len(batch)))
 	b := &Batch{Events: batch, wire: wire}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
 	for s := range h.subs {
 		s.offer(b)
 	}
+}
+
+// decode decodes encoded events.
+func decode(wire [][]byte) ([]*nodewardv1.Event, error) {
+	evs := make([]*nodewardv1.Event, len(wire))
+	for i, w := range wire {
+		evs[i] = &nodewardv1.Event{}
+		if err := proto.Unmarshal(w, evs[i]); err != nil {
+			return nil, fmt.Errorf("decode event %d: %w", i, err)
+		}
+	}
+	return evs, nil
 }
 
 func (s *Subscriber) offer(batch *Batch) {

@@ -221,7 +221,7 @@ func (s *Server) Connect(stream nodewardv1.AgentService_ConnectServer) error {
 			previous = p
 		}
 		// Pay for this batch before reading the next one.
-		if n := len(r.req.msg.GetEvents().GetEvents()); lim != nil && n > 0 {
+		if n := len(r.req.events); lim != nil && n > 0 {
 			if err := throttle(ctx, lim, n); err != nil {
 				return finish(status.FromContextError(err).Err())
 			}
@@ -335,23 +335,16 @@ func (s *Server) handle(ctx context.Context, node string, lastStored uint64, w w
 		if p.seq == 0 {
 			return nil, status.Error(codes.InvalidArgument, "event batch without a sequence number")
 		}
-		events := payload.Events.GetEvents()
-		for i, ev := range events {
-			// The collector's own fields: whose, and where in the stream.
-			ev.NodeName = node
-			ev.Sequence = p.seq
-			ev.Index = uint32(i)
+		// The collector's own fields (whose, and where in the stream) set
+		// in the wire form the store and tails use.
+		wire, err := stampEvents(w.events, node, p.seq)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "event batch: %v", err)
 		}
-		// The same fields set in the wire form the store and tails use.
-		wire, werr := stampBatch(w.raw, events, node, p.seq)
-		if werr != nil {
-			s.log.Warn("event batch re-encoded", "node", node, "seq", p.seq, "err", werr)
-			wire = nil
-		}
-		p.kind, p.events = "events", len(events)
-		s.publish(lastStored, store.Committed{Node: node, Seq: p.seq, Events: events, Wire: wire})
+		p.kind, p.events = "events", len(wire)
+		s.publish(lastStored, store.Committed{Node: node, Seq: p.seq, Wire: wire})
 		go func() {
-			dup, err := s.store.CommitEvents(ctx, node, p.seq, events, wire, now)
+			dup, err := s.store.CommitEvents(ctx, node, p.seq, nil, wire, now)
 			s.metrics.Observe("commit_events", now, err)
 			p.done <- commitResult{dup, err}
 		}()

@@ -37,7 +37,14 @@ func wireCases(t testing.TB) map[string][]byte {
 	oddBatch = protowire.AppendBytes(oddBatch, oddEvent)
 	odd := protowire.AppendTag(nil, requestEventsField, protowire.BytesType)
 	odd = protowire.AppendBytes(odd, oddBatch)
+	// An event whose node name is not UTF-8.
+	badEvent := protowire.AppendString(protowire.AppendTag(nil, eventNodeNameField, protowire.BytesType), "\xff")
+	badBatch := protowire.AppendTag(nil, requestEventsField, protowire.BytesType)
+	badBatch = protowire.AppendBytes(badBatch, protowire.AppendBytes(protowire.AppendTag(nil, batchEventsField, protowire.BytesType), badEvent))
 	return map[string][]byte{
+		"batch then hello":        append(batchRequest(t, exec("/bin/b")), hello...),
+		"invalid UTF-8 in event":  badBatch,
+		"invalid batch replaced":  append(badBatch, hello...),
 		"plain":                   batchRequest(t, exec("/bin/a"), exec("/bin/b"), exec("/bin/c")),
 		"agent claims its fields": batchRequest(t, spoofed),
 		"empty batch":             batchRequest(t),
@@ -48,22 +55,34 @@ func wireCases(t testing.TB) map[string][]byte {
 	}
 }
 
-// checkStamped holds stampBatch to the decoder: every stamped event decodes
-// to the received event with the collector's fields set.
-func checkStamped(t *testing.T, raw []byte) {
+// checkDecode holds a wireRequest's decoding to proto.Unmarshal's: the same
+// requests refused, the same message, and every stamped event decoding to
+// the received event with the collector's fields set.
+func checkDecode(t *testing.T, raw []byte) {
 	req := &nodewardv1.ConnectRequest{}
-	if err := proto.Unmarshal(raw, req); err != nil {
-		_, _ = wireEvents(raw) // must not panic
+	want := proto.Unmarshal(raw, req)
+	w := wireRequest{raw: raw}
+	if got := w.decode(); (got == nil) != (want == nil) {
+		t.Fatalf("%x: proto.Unmarshal says %v, decode says %v", raw, want, got)
+	}
+	if want != nil {
 		return
 	}
 	evs := req.GetEvents().GetEvents()
-	if req.GetEvents() == nil {
-		return
+	if req.GetEvents() != nil {
+		// The batch's own fields stay on the wire: events, and unknown ones.
+		req.Payload = &nodewardv1.ConnectRequest_Events{Events: &nodewardv1.EventBatch{}}
+	}
+	if !proto.Equal(w.msg, req) {
+		t.Fatalf("%x: decoded %v, want %v", raw, w.msg, req)
+	}
+	if len(w.events) != len(evs) {
+		t.Fatalf("%x: %d events on the wire, %d decoded", raw, len(w.events), len(evs))
 	}
 	const node, seq = "node-a", 42
-	stamped, err := stampBatch(raw, evs, node, seq)
+	stamped, err := stampEvents(w.events, node, seq)
 	if err != nil {
-		t.Fatalf("stampBatch: %v", err)
+		t.Fatalf("stampEvents: %v", err)
 	}
 	for i, ev := range evs {
 		ev.NodeName, ev.Sequence, ev.Index = node, seq, uint32(i)
@@ -77,16 +96,19 @@ func checkStamped(t *testing.T, raw []byte) {
 	}
 }
 
-func TestStampBatch(t *testing.T) {
+func TestDecode(t *testing.T) {
 	for name, raw := range wireCases(t) {
-		t.Run(name, func(t *testing.T) { checkStamped(t, raw) })
+		t.Run(name, func(t *testing.T) { checkDecode(t, raw) })
 	}
 }
 
-func TestStampBatchMatchesMarshal(t *testing.T) {
+func TestStampMatchesMarshal(t *testing.T) {
 	ev := exec("/usr/bin/curl")
-	raw := batchRequest(t, exec("/bin/x"), ev)
-	stamped, err := stampBatch(raw, []*nodewardv1.Event{exec("/bin/x"), ev}, "node-a", 3)
+	w := wireRequest{raw: batchRequest(t, exec("/bin/x"), ev)}
+	if err := w.decode(); err != nil {
+		t.Fatal(err)
+	}
+	stamped, err := stampEvents(w.events, "node-a", 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,9 +122,9 @@ func TestStampBatchMatchesMarshal(t *testing.T) {
 	}
 }
 
-func FuzzStampBatch(f *testing.F) {
+func FuzzDecode(f *testing.F) {
 	for _, raw := range wireCases(f) {
 		f.Add(raw)
 	}
-	f.Fuzz(checkStamped)
+	f.Fuzz(checkDecode)
 }

@@ -16,7 +16,8 @@ type Request struct {
 	Received  time.Time
 	Snapshot  *nodewardv1.Snapshot
 	Events    []*nodewardv1.Event
-	Duplicate bool // set by the apply function
+	Wire      [][]byte // the events encoded, when Events is nil
+	Duplicate bool     // set by the apply function
 	// Prepared is backend-specific work done before queueing (encoded
 	// rows), so the single writer only writes.
 	Prepared any
@@ -92,7 +93,7 @@ func rows(r *Request) int {
 	if r.Snapshot != nil {
 		return 1 + len(r.Snapshot.GetPackages().GetPackages()) + len(r.Snapshot.GetPorts().GetPorts()) + len(r.Snapshot.GetFindings())
 	}
-	return len(r.Events) + 1
+	return max(len(r.Events), len(r.Wire)) + 1
 }
 
 func (c *Committer) run() {

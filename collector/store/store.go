@@ -26,9 +26,9 @@ type Store interface {
 	// when it is the newest, makes it the node's latest: packages, ports and
 	// findings are replaced and their changes recorded.
 	CommitSnapshot(ctx context.Context, node string, seq uint64, snap *nodewardv1.Snapshot, received time.Time) (duplicate bool, err error)
-	// CommitEvents stores a batch of events under its sequence number. wire,
-	// when not nil, is each event's encoding (ingest keeps what arrived);
-	// when nil the store encodes them.
+	// CommitEvents stores a batch of events under its sequence number,
+	// given decoded (events, wire nil) or encoded (wire, events nil: ingest
+	// keeps what arrived and never decodes it).
 	CommitEvents(ctx context.Context, node string, seq uint64, events []*nodewardv1.Event, wire [][]byte, received time.Time) (duplicate bool, err error)
 	// LastSequence is the highest sequence stored for node, 0 if none.
 	LastSequence(ctx context.Context, node string) (uint64, error)
@@ -57,14 +57,14 @@ type Store interface {
 }
 
 // Committed is one batch as the live tail sees it: a node's sequence and,
-// for an event batch, its events (nil for a snapshot). Ingest publishes its
-// own before they commit; Follow delivers other replicas' once committed.
+// for an event batch, its events (none for a snapshot), decoded or encoded.
+// Ingest publishes its own, encoded, before they commit; Follow delivers
+// other replicas', decoded, once committed.
 type Committed struct {
 	Node   string
 	Seq    uint64
 	Events []*nodewardv1.Event
-	// Wire, when not nil, is each event's encoding.
-	Wire [][]byte
+	Wire   [][]byte // each event's encoding, when Events is nil
 }
 
 // Follower is implemented by stores that several collector replicas share:

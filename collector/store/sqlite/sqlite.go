@@ -49,24 +49,34 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("sqlite %s: not a regular file", path)
 	}
 	common := []string{"busy_timeout=10000", "journal_mode=WAL", "synchronous=FULL", "foreign_keys=1"}
-	// A big page cache for the writer: event indexes take inserts all over
+	// A big page cache for the writers: event indexes take inserts all over
 	// their B-trees (a thousand nodes, many binaries).
-	writer := openDB(path, true, slices.Concat(common, []string{"cache_size=-131072", "wal_autocheckpoint=0"})...)
+	writerPragmas := slices.Concat(common, []string{"cache_size=-131072", "wal_autocheckpoint=0"})
+	writer := openDB(path, true, writerPragmas...)
 	writer.SetMaxOpenConns(1)
 	s := &Store{path: path, writer: writer}
 	if err := s.migrate(ctx); err != nil {
 		_ = writer.Close()
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
-	reader := openDB(path, false, slices.Concat(common, []string{"query_only=1", "cache_size=-32768"})...)
-	reader.SetMaxOpenConns(4)
 	// A previous collector process may have died with streams open; an
 	// SQLite file has one collector.
 	if _, err := writer.ExecContext(ctx, `UPDATE nodes SET connected = 0 WHERE connected <> 0`); err != nil {
-		_ = reader.Close()
 		_ = writer.Close()
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
+	// Event batches, most of what is written, go through a connection of
+	// their own in the C build (eventwriter_cgo.go); the group commit keeps
+	// the two from writing at once.
+	writeEvents, closeEvents, err := eventWriterFor(path, writerPragmas)
+	if err != nil {
+		_ = writer.Close()
+		return nil, fmt.Errorf("sqlite %s: %w", path, err)
+	}
+	d := dialect
+	d.WriteEvents = writeEvents
+	reader := openDB(path, false, slices.Concat(common, []string{"query_only=1", "cache_size=-32768"})...)
+	reader.SetMaxOpenConns(4)
 	// Checkpoints run beside the writer, not in it: SQLite's automatic
 	// checkpoint copies WAL pages into the database file and syncs it inside
 	// the commit that crossed the threshold, so that commit's acks waited
@@ -81,10 +91,14 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	}()
 	// Closed last, the checkpointer's connection makes SQLite's final
 	// checkpoint and removes the WAL.
-	s.Store = sqlstore.New(dialect, writer, reader, func() error {
+	s.Store = sqlstore.New(d, writer, reader, func() error {
+		var err error
+		if closeEvents != nil {
+			err = closeEvents()
+		}
 		stopCkpt()
 		<-done
-		return ckpt.Close()
+		return errors.Join(err, ckpt.Close())
 	})
 	log.Info("sqlite store open", "path", path, "engine", engine)
 	return s, nil

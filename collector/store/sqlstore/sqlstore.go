@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,6 +40,11 @@ type Dialect struct {
 	AfterGroup func(ctx context.Context, tx *sql.Tx, group []*store.Request) error
 	// CommitWorkers is how many group transactions may run at once.
 	CommitWorkers int
+	// WriteEvents, when set, commits a group of event batches (no
+	// snapshots) instead, in a transaction of its own, with the same
+	// effects: sequences claimed (Duplicate set), nodes touched, the
+	// claimed batches' EventRows inserted.
+	WriteEvents func(ctx context.Context, group []*store.Request) error
 }
 
 // Store implements store.Store over database/sql.
@@ -196,19 +202,16 @@ func (s *Store) CommitEvents(ctx context.Context, node string, seq uint64, event
 	if node == "" || seq == 0 {
 		return false, errors.New("commit events: node and sequence are required")
 	}
-	if wire != nil && len(wire) != len(events) {
-		return false, fmt.Errorf("commit events: %d encodings for %d events", len(wire), len(events))
-	}
-	if events == nil {
-		events = []*nodewardv1.Event{}
+	if events != nil && wire != nil {
+		return false, errors.New("commit events: both decoded and encoded events")
 	}
 	// Encode here, in the caller's goroutine: many streams encode in
 	// parallel while the writer writes.
-	rows, err := encodeEvents(node, seq, events, wire, received)
+	rows, err := encodeEvents(events, wire)
 	if err != nil {
 		return false, fmt.Errorf("commit events: %w", err)
 	}
-	return s.committer.Submit(ctx, &store.Request{Node: node, Seq: seq, Received: received, Events: events, Prepared: rows})
+	return s.committer.Submit(ctx, &store.Request{Node: node, Seq: seq, Received: received, Events: events, Wire: wire, Prepared: rows})
 }
 
 const eventCols = 14
@@ -217,6 +220,9 @@ const eventCols = 14
 const writeChunk = 128
 
 func (s *Store) apply(ctx context.Context, group []*store.Request) (err error) {
+	if s.d.WriteEvents != nil && !slices.ContainsFunc(group, func(r *store.Request) bool { return r.Snapshot != nil }) {
+		return s.d.WriteEvents(ctx, group)
+	}
 	if err := s.prepareWrites(ctx); err != nil {
 		return err
 	}
@@ -370,42 +376,49 @@ type eventInserter struct {
 	n    int
 }
 
-// encodeEvents turns a batch into INSERT arguments, eventCols per event;
-// wire (nil: encode here) is each event's encoding.
-func encodeEvents(node string, seq uint64, events []*nodewardv1.Event, wire [][]byte, received time.Time) ([]any, error) {
-	rows := make([]any, 0, len(events)*eventCols)
-	for i, ev := range events {
-		var body []byte
+// EventRow is one event as stored: its columns, worked out in the
+// committing stream's goroutine so the single writer only writes.
+type EventRow struct {
+	Index int
+	eventfilter.Columns
+	Body []byte
+}
+
+// EventRows are the rows CommitEvents prepared for r.
+func EventRows(r *store.Request) []EventRow { return r.Prepared.([]EventRow) }
+
+// encodeEvents turns a batch, decoded or encoded, into rows.
+func encodeEvents(events []*nodewardv1.Event, wire [][]byte) ([]EventRow, error) {
+	rows := make([]EventRow, max(len(events), len(wire)))
+	for i := range rows {
+		r := &rows[i]
+		var err error
 		if wire != nil {
-			body = wire[i]
+			r.Body = wire[i]
+			r.Columns, err = eventfilter.ExtractWire(r.Body)
 		} else {
-			var err error
-			if body, err = proto.Marshal(ev); err != nil {
-				return nil, fmt.Errorf("encode event %d: %w", i, err)
-			}
+			r.Body, err = proto.Marshal(events[i])
+			r.Columns = eventfilter.Extract(events[i])
 		}
-		c := eventfilter.Extract(ev)
-		var uid any
-		if c.UID >= 0 {
-			uid = c.UID
+		if err != nil {
+			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
-		rows = append(rows, node, int64(seq), i, ev.GetTime().AsTime().UnixNano(), received.UnixNano(),
-			eventfilter.KindName(eventfilter.Kind(ev)), clean(c.Binary), uid, clean(c.User), clean(c.Pod),
-			clean(c.Namespace), clean(c.Container), clean(c.Session), body)
+		r.Index = i
+		for _, f := range []*string{&r.Binary, &r.User, &r.Pod, &r.Namespace, &r.Container, &r.Session} {
+			*f = clean(*f)
+		}
 	}
 	return rows, nil
 }
 
 func (e *eventInserter) add(ctx context.Context, r *store.Request) error {
-	rows, ok := r.Prepared.([]any)
-	if !ok {
-		var err error
-		if rows, err = encodeEvents(r.Node, r.Seq, r.Events, nil, r.Received); err != nil {
-			return err
+	for _, row := range EventRows(r) {
+		var uid any
+		if row.UID >= 0 {
+			uid = row.UID
 		}
-	}
-	for i := 0; i+eventCols <= len(rows); i += eventCols {
-		e.rows = append(e.rows, rows[i:i+eventCols]...)
+		e.rows = append(e.rows, r.Node, int64(r.Seq), row.Index, row.TimeNS, r.Received.UnixNano(), eventfilter.KindName(row.Kind),
+			row.Binary, uid, row.User, row.Pod, row.Namespace, row.Container, row.Session, row.Body)
 		e.n++
 		if e.n == writeChunk {
 			if err := e.exec(ctx, writeChunk, e.rows); err != nil {

@@ -64,9 +64,22 @@ func Exec(node string, at time.Time, bin string, uid uint32, args ...string) *no
 	}}}
 }
 
+// mustCommitEvents commits evs, every other batch encoded as ingest hands
+// them over, so each search below covers both forms.
 func mustCommitEvents(t *testing.T, st store.Store, node string, seq uint64, evs ...*nodewardv1.Event) bool {
 	t.Helper()
-	dup, err := st.CommitEvents(ctx(t), node, seq, evs, nil, t0)
+	var wire [][]byte
+	if seq%2 == 0 {
+		for _, ev := range evs {
+			b, err := proto.Marshal(ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wire = append(wire, b)
+		}
+		evs = nil
+	}
+	dup, err := st.CommitEvents(ctx(t), node, seq, evs, wire, t0)
 	if err != nil {
 		t.Fatalf("CommitEvents(%s, %d): %v", node, seq, err)
 	}
