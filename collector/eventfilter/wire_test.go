@@ -93,3 +93,13 @@ func FuzzExtractWire(f *testing.F) {
 	}
 	f.Fuzz(sameAsDecoded)
 }
+
+func BenchmarkExtractWire(b *testing.B) {
+	ev := wireEvents(b)["exec"]
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ExtractWire(ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

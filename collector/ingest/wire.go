@@ -71,7 +71,8 @@ const (
 	eventIndexField    = 3 // Event.index
 )
 
-var batchDescriptor = (*nodewardv1.EventBatch)(nil).ProtoReflect().Descriptor()
+// batchSchema checks event batches on the wire.
+var batchSchema = wirecheck.Compile((*nodewardv1.EventBatch)(nil).ProtoReflect().Descriptor())
 
 // splitRequest cuts the event batches out of an encoded ConnectRequest:
 // rest is the request without them (req itself when it has none), events
@@ -106,7 +107,7 @@ func splitRequest(req []byte) (rest []byte, events [][]byte, isBatch bool, err e
 			rest, cut = append(make([]byte, 0, len(req)), req[:off]...), true
 		}
 		batch, _ := protowire.ConsumeBytes(field[n:])
-		if err := wirecheck.Check(batch, batchDescriptor); err != nil {
+		if err := batchSchema.Check(batch); err != nil {
 			return nil, nil, false, fmt.Errorf("event batch: %w", err)
 		}
 		if events, n = appendBatch(events, batch); n < 0 {

@@ -16,21 +16,82 @@ import (
 // maxDepth bounds nested messages, as proto.Unmarshal's default does.
 const maxDepth = protowire.DefaultRecursionLimit
 
+// Schema is a message type laid out for Check: looking fields up in the
+// descriptor on every field cost more than the walk itself.
+type Schema struct {
+	name   protoreflect.FullName
+	fields []*field // by field number
+	sparse map[protowire.Number]*field
+}
+
+type field struct {
+	name   protoreflect.Name
+	wire   protowire.Type // the wire type it decodes from
+	packed protowire.Type // a repeated number's element type, else 0
+	utf8   bool
+	msg    *Schema // messages, groups and map entries
+}
+
+// denseFields is how far field numbers index a slice; beyond, a map.
+const denseFields = 1024
+
+// Compile lays out md and every message type it reaches.
+func Compile(md protoreflect.MessageDescriptor) *Schema {
+	return compile(md, map[protoreflect.FullName]*Schema{})
+}
+
+func compile(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]*Schema) *Schema {
+	if s, ok := seen[md.FullName()]; ok {
+		return s // a type that contains itself
+	}
+	s := &Schema{name: md.FullName()}
+	seen[md.FullName()] = s
+	fds := md.Fields()
+	for i := range fds.Len() {
+		fd := fds.Get(i)
+		f := &field{name: fd.Name(), wire: wireType(fd.Kind()), utf8: fd.Kind() == protoreflect.StringKind && enforceUTF8(fd)}
+		if fd.IsList() && packable(f.wire) {
+			f.packed = f.wire
+		}
+		if fd.Message() != nil {
+			f.msg = compile(fd.Message(), seen)
+		}
+		if n := int(fd.Number()); n < denseFields {
+			if n >= len(s.fields) {
+				s.fields = append(s.fields, make([]*field, n+1-len(s.fields))...)
+			}
+			s.fields[n] = f
+		} else {
+			if s.sparse == nil {
+				s.sparse = map[protowire.Number]*field{}
+			}
+			s.sparse[fd.Number()] = f
+		}
+	}
+	return s
+}
+
+func (s *Schema) field(num protowire.Number) *field {
+	if int(num) < len(s.fields) {
+		return s.fields[num]
+	}
+	return s.sparse[num]
+}
+
 // Check returns nil exactly when proto.Unmarshal would accept b as a
-// message of type md: the same tags, lengths, varints and group nesting,
-// and valid UTF-8 in every string field that proto3 requires it of. A
-// known field under another wire type is, as there, an unknown field.
-func Check(b []byte, md protoreflect.MessageDescriptor) error {
-	return check(b, md, 0)
+// message of the schema's type: the same tags, lengths, varints and group
+// nesting, and valid UTF-8 in every string field that proto3 requires it
+// of. A known field under another wire type is, as there, an unknown field.
+func (s *Schema) Check(b []byte) error {
+	return s.check(b, 0)
 }
 
 var errDepth = errors.New("messages nested too deeply")
 
-func check(b []byte, md protoreflect.MessageDescriptor, depth int) error {
+func (s *Schema) check(b []byte, depth int) error {
 	if depth >= maxDepth {
 		return errDepth
 	}
-	fields := md.Fields()
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -43,10 +104,10 @@ func check(b []byte, md protoreflect.MessageDescriptor, depth int) error {
 		if typ == protowire.EndGroupType {
 			return errors.New("end of a group that was not started")
 		}
-		if fd := fields.ByNumber(num); fd != nil && known(fd, typ) {
-			m, err := checkField(b, fd, typ, depth)
+		if f := s.field(num); f != nil && (typ == f.wire || (typ == protowire.BytesType && f.packed != 0)) {
+			m, err := f.check(b, num, typ, depth)
 			if err != nil {
-				return fmt.Errorf("%s: %w", fd.Name(), err)
+				return fmt.Errorf("%s.%s: %w", s.name, f.name, err)
 			}
 			b = b[m:]
 			continue
@@ -58,13 +119,6 @@ func check(b []byte, md protoreflect.MessageDescriptor, depth int) error {
 		b = b[m:]
 	}
 	return nil
-}
-
-// known reports whether typ is a wire type fd decodes from; any other is
-// kept as an unknown field.
-func known(fd protoreflect.FieldDescriptor, typ protowire.Type) bool {
-	want := wireType(fd.Kind())
-	return typ == want || (typ == protowire.BytesType && fd.IsList() && packable(want))
 }
 
 func packable(t protowire.Type) bool {
@@ -86,38 +140,37 @@ func wireType(k protoreflect.Kind) protowire.Type {
 	return protowire.BytesType // strings, bytes, messages and map entries
 }
 
-// checkField checks one value of fd and returns its length.
-func checkField(b []byte, fd protoreflect.FieldDescriptor, typ protowire.Type, depth int) (int, error) {
+// check checks one value of f under wire type typ and returns its length.
+func (f *field) check(b []byte, num protowire.Number, typ protowire.Type, depth int) (int, error) {
+	var n int
 	switch typ {
 	case protowire.VarintType:
-		_, n := protowire.ConsumeVarint(b)
-		return n, errOf(n)
+		_, n = protowire.ConsumeVarint(b)
 	case protowire.Fixed32Type:
-		_, n := protowire.ConsumeFixed32(b)
-		return n, errOf(n)
+		_, n = protowire.ConsumeFixed32(b)
 	case protowire.Fixed64Type:
-		_, n := protowire.ConsumeFixed64(b)
-		return n, errOf(n)
+		_, n = protowire.ConsumeFixed64(b)
 	case protowire.StartGroupType:
-		v, n := protowire.ConsumeGroup(fd.Number(), b)
-		if n < 0 {
-			return n, errOf(n)
+		var v []byte
+		if v, n = protowire.ConsumeGroup(num, b); n >= 0 {
+			return n, f.msg.check(v, depth+1)
 		}
-		return n, check(v, fd.Message(), depth+1)
-	}
-	v, n := protowire.ConsumeBytes(b)
-	if n < 0 {
-		return n, errOf(n)
-	}
-	switch kind := fd.Kind(); {
-	case kind == protoreflect.MessageKind:
-		return n, check(v, fd.Message(), depth+1)
-	case kind == protoreflect.StringKind:
-		if enforceUTF8(fd) && !utf8.Valid(v) {
+	default:
+		var v []byte
+		if v, n = protowire.ConsumeBytes(b); n < 0 {
+			break
+		}
+		switch {
+		case f.msg != nil:
+			return n, f.msg.check(v, depth+1)
+		case f.utf8 && !utf8.Valid(v):
 			return n, errors.New("invalid UTF-8")
+		case f.packed != 0:
+			return n, checkPacked(v, f.packed)
 		}
-	case kind != protoreflect.BytesKind:
-		return n, checkPacked(v, wireType(kind))
+	}
+	if n < 0 {
+		return n, protowire.ParseError(n)
 	}
 	return n, nil
 }
@@ -151,11 +204,4 @@ func enforceUTF8(fd protoreflect.FieldDescriptor) bool {
 		}
 	}
 	return fd.Syntax() == protoreflect.Proto3
-}
-
-func errOf(n int) error {
-	if n < 0 {
-		return protowire.ParseError(n)
-	}
-	return nil
 }

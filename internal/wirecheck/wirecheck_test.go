@@ -14,7 +14,7 @@ import (
 // messages are the types the collector checks on the wire.
 var messages = []proto.Message{&nodewardv1.Event{}, &nodewardv1.EventBatch{}, &nodewardv1.ConnectRequest{}}
 
-func field(num protowire.Number, typ protowire.Type, value []byte) []byte {
+func encodeField(num protowire.Number, typ protowire.Type, value []byte) []byte {
 	b := protowire.AppendTag(nil, num, typ)
 	switch typ {
 	case protowire.BytesType:
@@ -46,8 +46,8 @@ func cases(t testing.TB) map[string][]byte {
 	uid := uint32(0)
 	ssh := &nodewardv1.Event{Body: &nodewardv1.Event_Ssh{Ssh: &nodewardv1.SshEvent{User: "root", Uid: &uid, Duration: durationpb.New(time.Second)}}}
 	loss := &nodewardv1.Event{Body: &nodewardv1.Event_Loss{Loss: &nodewardv1.LossEvent{RingBufferByKind: map[string]uint64{"exec": 3}}}}
-	badUTF8 := field(1, protowire.BytesType, []byte{0xff, 'x'})
-	process := func(b []byte) []byte { return field(10, protowire.BytesType, field(1, protowire.BytesType, b)) }
+	badUTF8 := encodeField(1, protowire.BytesType, []byte{0xff, 'x'})
+	process := func(b []byte) []byte { return encodeField(10, protowire.BytesType, encodeField(1, protowire.BytesType, b)) }
 	return map[string][]byte{
 		"empty":                 nil,
 		"exec":                  mustMarshal(t, exec),
@@ -56,13 +56,13 @@ func cases(t testing.TB) map[string][]byte {
 		"batch":                 mustMarshal(t, &nodewardv1.EventBatch{Events: []*nodewardv1.Event{exec, ssh, loss}}),
 		"request":               mustMarshal(t, &nodewardv1.ConnectRequest{Sequence: 9, Payload: &nodewardv1.ConnectRequest_Events{Events: &nodewardv1.EventBatch{Events: []*nodewardv1.Event{exec}}}}),
 		"invalid UTF-8":         badUTF8,
-		"invalid UTF-8 deep":    process(field(12, protowire.BytesType, []byte{0xc3})),
-		"invalid UTF-8 map key": field(13, protowire.BytesType, field(4, protowire.BytesType, field(1, protowire.BytesType, []byte{0xfe}))),
-		"string as varint":      field(1, protowire.VarintType, []byte{1}),
-		"message as varint":     field(10, protowire.VarintType, []byte{0x80, 1}),
-		"varint as bytes":       field(2, protowire.BytesType, []byte{1, 2, 3}),
-		"unknown field":         field(99, protowire.Fixed64Type, make([]byte, 8)),
-		"unknown group":         field(98, protowire.StartGroupType, field(1, protowire.VarintType, []byte{5})),
+		"invalid UTF-8 deep":    process(encodeField(12, protowire.BytesType, []byte{0xc3})),
+		"invalid UTF-8 map key": encodeField(13, protowire.BytesType, encodeField(4, protowire.BytesType, encodeField(1, protowire.BytesType, []byte{0xfe}))),
+		"string as varint":      encodeField(1, protowire.VarintType, []byte{1}),
+		"message as varint":     encodeField(10, protowire.VarintType, []byte{0x80, 1}),
+		"varint as bytes":       encodeField(2, protowire.BytesType, []byte{1, 2, 3}),
+		"unknown field":         encodeField(99, protowire.Fixed64Type, make([]byte, 8)),
+		"unknown group":         encodeField(98, protowire.StartGroupType, encodeField(1, protowire.VarintType, []byte{5})),
 		"unterminated group":    protowire.AppendTag(nil, 98, protowire.StartGroupType),
 		"stray end group":       protowire.AppendTag(nil, 5, protowire.EndGroupType),
 		"field zero":            {0x00, 0x01},
@@ -71,7 +71,7 @@ func cases(t testing.TB) map[string][]byte {
 		"truncated length":      {0x0a, 0x05, 'a'},
 		"overlong varint":       {0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02},
 		"truncated fixed32":     {0x0d, 0x01},
-		"packed map value":      field(13, protowire.BytesType, field(4, protowire.BytesType, field(2, protowire.BytesType, []byte{1, 2}))),
+		"packed map value":      encodeField(13, protowire.BytesType, encodeField(4, protowire.BytesType, encodeField(2, protowire.BytesType, []byte{1, 2}))),
 	}
 }
 
@@ -79,7 +79,7 @@ func cases(t testing.TB) map[string][]byte {
 func agrees(t *testing.T, b []byte, m proto.Message) {
 	t.Helper()
 	want := proto.Unmarshal(b, m.ProtoReflect().New().Interface())
-	got := Check(b, m.ProtoReflect().Descriptor())
+	got := Compile(m.ProtoReflect().Descriptor()).Check(b)
 	if (want == nil) != (got == nil) {
 		t.Fatalf("%s %x: proto.Unmarshal says %v, Check says %v", m.ProtoReflect().Descriptor().Name(), b, want, got)
 	}
@@ -96,9 +96,9 @@ func TestCheckAgreesWithUnmarshal(t *testing.T) {
 }
 
 func TestCheckFindsProblems(t *testing.T) {
-	ev := (&nodewardv1.Event{}).ProtoReflect().Descriptor()
+	ev := Compile((&nodewardv1.Event{}).ProtoReflect().Descriptor())
 	for name, b := range cases(t) {
-		err := Check(b, ev)
+		err := ev.Check(b)
 		switch name {
 		case "invalid UTF-8", "invalid UTF-8 deep", "invalid UTF-8 map key", "batch", "unterminated group", "stray end group", "field zero",
 			"field too large", "reserved wire type", "truncated length", "overlong varint", "truncated fixed32":
@@ -115,9 +115,9 @@ func TestCheckFindsProblems(t *testing.T) {
 
 func TestCheckDepth(t *testing.T) {
 	// Unknown groups nested as deep as decoders refuse.
-	deep := field(1, protowire.VarintType, []byte{1})
+	deep := encodeField(1, protowire.VarintType, []byte{1})
 	for range maxDepth + 1 {
-		deep = field(98, protowire.StartGroupType, deep)
+		deep = encodeField(98, protowire.StartGroupType, deep)
 	}
 	agrees(t, deep, &nodewardv1.Event{})
 }
@@ -129,6 +129,38 @@ func FuzzCheck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, m := range messages {
 			agrees(t, b, m)
+		}
+	})
+}
+
+// BenchmarkCheck compares checking a batch of ten exec events on the wire
+// with decoding it.
+func BenchmarkCheck(b *testing.B) {
+	batch := mustMarshal(b, &nodewardv1.EventBatch{Events: func() []*nodewardv1.Event {
+		var evs []*nodewardv1.Event
+		for range 10 {
+			ev := &nodewardv1.Event{}
+			if err := proto.Unmarshal(cases(b)["exec"], ev); err != nil {
+				b.Fatal(err)
+			}
+			evs = append(evs, ev)
+		}
+		return evs
+	}()})
+	s := Compile((&nodewardv1.EventBatch{}).ProtoReflect().Descriptor())
+	b.Run("wirecheck", func(b *testing.B) {
+		for b.Loop() {
+			if err := s.Check(batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("proto.Unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := proto.Unmarshal(batch, &nodewardv1.EventBatch{}); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }
