@@ -22,7 +22,8 @@ type Request struct {
 	// rows), so the single writer only writes.
 	Prepared any
 
-	done chan error
+	done   chan error
+	queued time.Time
 }
 
 // Committer groups concurrent commits into shared transactions: with a
@@ -64,6 +65,7 @@ var ErrClosed = errors.New("store closed")
 // Submit queues r and waits for its group to commit.
 func (c *Committer) Submit(ctx context.Context, r *Request) (bool, error) {
 	r.done = make(chan error, 1)
+	r.queued = time.Now()
 	select {
 	case c.in <- r:
 	case <-c.stop:
@@ -119,9 +121,13 @@ func (c *Committer) run() {
 		group := []*Request{first}
 		n := rows(first)
 		// A lone writer (the previous group had one request) does not wait:
-		// the window pays only when there are others to wait for.
-		wait := shared
-		window.Reset(c.window)
+		// the window pays only when there are others to wait for. The window
+		// runs from when the first request was queued: requests that
+		// gathered while the previous group committed have waited already,
+		// and making them wait on left the writer idle.
+		waited := time.Since(first.queued)
+		wait := shared && waited < c.window
+		window.Reset(c.window - waited)
 		for n < c.maxRows {
 			// What is already queued goes in first, whatever the window.
 			var r *Request

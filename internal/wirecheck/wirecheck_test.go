@@ -47,7 +47,9 @@ func cases(t testing.TB) map[string][]byte {
 	ssh := &nodewardv1.Event{Body: &nodewardv1.Event_Ssh{Ssh: &nodewardv1.SshEvent{User: "root", Uid: &uid, Duration: durationpb.New(time.Second)}}}
 	loss := &nodewardv1.Event{Body: &nodewardv1.Event_Loss{Loss: &nodewardv1.LossEvent{RingBufferByKind: map[string]uint64{"exec": 3}}}}
 	badUTF8 := encodeField(1, protowire.BytesType, []byte{0xff, 'x'})
-	process := func(b []byte) []byte { return encodeField(10, protowire.BytesType, encodeField(1, protowire.BytesType, b)) }
+	process := func(b []byte) []byte {
+		return encodeField(10, protowire.BytesType, encodeField(1, protowire.BytesType, b))
+	}
 	return map[string][]byte{
 		"empty":                 nil,
 		"exec":                  mustMarshal(t, exec),

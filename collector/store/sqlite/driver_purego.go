@@ -3,10 +3,8 @@
 package sqlite
 
 import (
-	"context"
 	"database/sql/driver"
 
-	"github.com/nodeward/nodeward/collector/store"
 	"modernc.org/sqlite"
 )
 
@@ -19,6 +17,4 @@ func newDriver() driver.Driver { return &sqlite.Driver{} }
 
 // eventWriterFor has nothing to open: the pure-Go build commits events
 // through database/sql like everything else.
-func eventWriterFor(string, []string) (write func(context.Context, []*store.Request) error, closeFn func() error, err error) {
-	return nil, nil, nil
-}
+func eventWriterFor(string, []string) (*eventHooks, error) { return nil, nil }

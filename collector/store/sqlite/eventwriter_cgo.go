@@ -6,6 +6,7 @@ package sqlite
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 // SQLite's C API, as linked in by github.com/mattn/go-sqlite3: only what
 // the event writer calls.
@@ -24,12 +25,14 @@ int sqlite3_bind_null(sqlite3_stmt *stmt, int i);
 int sqlite3_bind_text(sqlite3_stmt *stmt, int i, const char *v, int n, void (*destructor)(void *));
 int sqlite3_bind_blob(sqlite3_stmt *stmt, int i, const void *v, int n, void (*destructor)(void *));
 int sqlite3_changes(sqlite3 *db);
+int sqlite3_busy_handler(sqlite3 *db, int (*handler)(void *, int), void *arg);
+int sqlite3_wal_checkpoint_v2(sqlite3 *db, const char *schema, int mode, int *log, int *ckpt);
 const char *sqlite3_errmsg(sqlite3 *db);
 void sqlite3_free(void *p);
 
 enum {
 	NW_OK = 0, NW_DONE = 101,
-	NW_OPEN_READWRITE = 0x2, NW_OPEN_NOMUTEX = 0x8000,
+	NW_OPEN_READWRITE = 0x2, NW_OPEN_NOMUTEX = 0x8000, NW_CHECKPOINT_RESTART = 2,
 	NW_REQUEST_INTS = 5, // node offset, node length, seq, received_ns, events
 	NW_EVENT_INTS = 20,  // idx, time_ns, uid, has uid, then 8 texts as offset, length
 };
@@ -49,6 +52,15 @@ static int nw_exec(sqlite3 *db, const char *sql, char *err, int errlen) {
 	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
 	if (rc != NW_OK) nw_error(db, sql, err, errlen);
 	return rc;
+}
+
+// nw_busy waits for a lock a millisecond at a time, for up to *arg tries
+// (ten seconds when arg is NULL). SQLite's own handler backs off to 100 ms
+// sleeps, which the writer then slept on after the lock was free.
+static int nw_busy(void *arg, int count) {
+	if (count >= (arg != NULL ? *(int *)arg : 10000)) return 0;
+	usleep(1000);
+	return 1;
 }
 
 static void nw_writer_close(nw_writer *w) {
@@ -73,6 +85,8 @@ static nw_writer *nw_writer_open(const char *path, const char *pragmas, const ch
 	if (rc != NW_OK) {
 		nw_error(w->db, "open", err, errlen);
 	} else if ((rc = nw_exec(w->db, pragmas, err, errlen)) != NW_OK) {
+	} else if ((rc = sqlite3_busy_handler(w->db, nw_busy, NULL)) != NW_OK) {
+		nw_error(w->db, "busy handler", err, errlen);
 	} else if ((rc = sqlite3_prepare_v2(w->db, claim, -1, &w->claim, NULL)) != NW_OK ||
 			(rc = sqlite3_prepare_v2(w->db, touch, -1, &w->touch, NULL)) != NW_OK ||
 			(rc = sqlite3_prepare_v2(w->db, event, -1, &w->event, NULL)) != NW_OK) {
@@ -99,9 +113,11 @@ static int nw_step(sqlite3 *db, sqlite3_stmt *stmt, const char *what, char *err,
 // each request's (node, sequence) claimed (claimed[i] = 0 when already
 // stored or earlier in the group), its node touched, and the events of
 // the claimed ones inserted. req holds NW_REQUEST_INTS per request, ev
-// NW_EVENT_INTS per event in request order, texts point into data.
+// NW_EVENT_INTS per event in request order, texts point into data. With
+// restart, it then checkpoints and rewinds the WAL, if readers let it
+// within a few milliseconds.
 static int nw_write_group(nw_writer *w, const int64_t *req, int nreq, const int64_t *ev, const char *data,
-		char *claimed, char *err, int errlen) {
+		char *claimed, int restart, char *err, int errlen) {
 	sqlite3 *db = w->db;
 	int rc = nw_exec(db, "BEGIN IMMEDIATE", err, errlen);
 	if (rc != NW_OK) return rc;
@@ -144,6 +160,12 @@ static int nw_write_group(nw_writer *w, const int64_t *req, int nreq, const int6
 	}
 	if (rc == NW_OK) rc = nw_exec(db, "COMMIT", err, errlen);
 	if (rc != NW_OK) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	if (rc == NW_OK && restart) {
+		int tries = 5;
+		sqlite3_busy_handler(db, nw_busy, &tries);
+		sqlite3_wal_checkpoint_v2(db, NULL, NW_CHECKPOINT_RESTART, NULL, NULL); // else on a later request
+		sqlite3_busy_handler(db, nw_busy, NULL);
+	}
 	// The bound texts point into Go memory, which C must not keep.
 	sqlite3_clear_bindings(w->claim);
 	sqlite3_clear_bindings(w->touch);
@@ -157,6 +179,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/nodeward/nodeward/collector/eventfilter"
@@ -182,7 +205,8 @@ const (
 // commit group's time went to waiting. Only the group commit's single
 // worker calls write, one group at a time.
 type eventWriter struct {
-	w *C.nw_writer
+	w       *C.nw_writer
+	restart atomic.Bool // rewind the WAL after the next group
 	// Reused across groups: the requests' and events' numbers, the texts
 	// and bodies they point into, which requests were claimed.
 	req, ev []int64
@@ -237,10 +261,14 @@ func (e *eventWriter) write(_ context.Context, group []*store.Request) error {
 	e.data = append(e.data, 0) // never empty: C reads texts at data+offset
 	e.ev = append(e.ev, 0)
 	e.claimed = append(e.claimed[:0], make([]byte, len(group))...)
+	restart := C.int(0)
+	if e.restart.Swap(false) {
+		restart = 1
+	}
 	var errBuf [512]C.char
 	rc := C.nw_write_group(e.w, (*C.int64_t)(unsafe.Pointer(&e.req[0])), C.int(len(group)),
 		(*C.int64_t)(unsafe.Pointer(&e.ev[0])), (*C.char)(unsafe.Pointer(&e.data[0])),
-		(*C.char)(unsafe.Pointer(&e.claimed[0])), &errBuf[0], C.int(len(errBuf)))
+		(*C.char)(unsafe.Pointer(&e.claimed[0])), restart, &errBuf[0], C.int(len(errBuf)))
 	if rc != 0 {
 		for _, r := range group {
 			r.Duplicate = false
@@ -265,10 +293,10 @@ func (e *eventWriter) close() error {
 }
 
 // eventWriterFor opens the C event writer for the file at path.
-func eventWriterFor(path string, pragmas []string) (write func(context.Context, []*store.Request) error, closeFn func() error, err error) {
+func eventWriterFor(path string, pragmas []string) (*eventHooks, error) {
 	e, err := openEventWriter(path, pragmas)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return e.write, e.close, nil
+	return &eventHooks{write: e.write, restart: func() { e.restart.Store(true) }, close: e.close}, nil
 }

@@ -28,6 +28,7 @@ type Store struct {
 	*sqlstore.Store
 	path   string
 	writer *sql.DB
+	hooks  *eventHooks // the C build's event writer; nil in the pure-Go build
 }
 
 var _ store.Store = (*Store)(nil)
@@ -68,13 +69,13 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	// Event batches, most of what is written, go through a connection of
 	// their own in the C build (eventwriter_cgo.go); the group commit keeps
 	// the two from writing at once.
-	writeEvents, closeEvents, err := eventWriterFor(path, writerPragmas)
+	hooks, err := eventWriterFor(path, writerPragmas)
 	if err != nil {
 		_ = writer.Close()
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
+	s.hooks = hooks
 	d := dialect
-	d.WriteEvents = writeEvents
 	reader := openDB(path, false, slices.Concat(common, []string{"query_only=1", "cache_size=-32768"})...)
 	reader.SetMaxOpenConns(4)
 	// Checkpoints run beside the writer, not in it: SQLite's automatic
@@ -83,18 +84,26 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	// for random writes all over a large file.
 	ckpt := openDB(path, false, common...)
 	ckpt.SetMaxOpenConns(1)
+	restart := func(ctx context.Context) error {
+		_, _, err := checkpoint(ctx, ckpt, "RESTART")
+		return err
+	}
+	if hooks != nil {
+		d.WriteEvents = hooks.write
+		restart = func(context.Context) error { hooks.restart(); return nil }
+	}
 	ckptCtx, stopCkpt := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		checkpointLoop(ckptCtx, ckpt, func(err error) { log.Warn("sqlite checkpoint failed", "path", path, "err", err) })
+		checkpointLoop(ckptCtx, ckpt, restart, func(err error) { log.Warn("sqlite checkpoint failed", "path", path, "err", err) })
 	}()
 	// Closed last, the checkpointer's connection makes SQLite's final
 	// checkpoint and removes the WAL.
 	s.Store = sqlstore.New(d, writer, reader, func() error {
 		var err error
-		if closeEvents != nil {
-			err = closeEvents()
+		if hooks != nil {
+			err = hooks.close()
 		}
 		stopCkpt()
 		<-done
@@ -116,6 +125,19 @@ const walRestartFrames = 16384
 
 // restartLeftover is how many pages a restarting checkpoint may still have
 // to copy while the writer waits.
+
+// eventHooks are what the C build's event writer offers the store: write
+// commits a group of event batches, restart has it rewind the WAL right
+// after its next group (a checkpoint from another connection waited for
+// the writer and then held it off, with SQLite's sleeps of up to 100 ms
+// on both sides: stalls of 100-600 ms every second or two at 50,000
+// events/s).
+type eventHooks struct {
+	write   func(context.Context, []*store.Request) error
+	restart func()
+	close   func() error
+}
+
 const restartLeftover = 256
 
 // checkpoint runs one checkpoint in mode and reports the WAL's length and
@@ -127,8 +149,8 @@ func checkpoint(ctx context.Context, db *sql.DB, mode string) (frames, copied in
 }
 
 // checkpointLoop runs passive checkpoints (they never block the writer or
-// readers), and a restarting one when the WAL is long, until ctx ends.
-func checkpointLoop(ctx context.Context, db *sql.DB, log func(error)) {
+// readers), and has restart rewind the WAL when it is long, until ctx ends.
+func checkpointLoop(ctx context.Context, db *sql.DB, restart func(context.Context) error, log func(error)) {
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
 	for {
@@ -148,7 +170,7 @@ func checkpointLoop(ctx context.Context, db *sql.DB, log func(error)) {
 				frames, copied, err = checkpoint(ctx, db, "PASSIVE")
 			}
 			if err == nil {
-				_, _, err = checkpoint(ctx, db, "RESTART")
+				err = restart(ctx)
 			}
 		}
 		// A failure only leaves the WAL longer until the next round.
