@@ -58,7 +58,7 @@ type wireEvent struct {
 
 // ExtractWire returns the columns Extract returns for the event encoded in
 // b, without decoding the rest of it. b must be an encoding proto.Unmarshal
-// accepts (internal/wirecheck tells); a malformed one is an error.
+// accepts (collector/wirecheck tells); a malformed one is an error.
 func ExtractWire(b []byte) (Columns, error) {
 	e := wireEvent{c: Columns{UID: -1}}
 	err := walk(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {

@@ -3,7 +3,7 @@ package ingest
 import (
 	"fmt"
 
-	"github.com/nodeward/nodeward/internal/wirecheck"
+	"github.com/nodeward/nodeward/collector/wirecheck"
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
