@@ -106,3 +106,33 @@ func TestBatchEncodedOnceForAllSubscribers(t *testing.T) {
 		}
 	}
 }
+
+// Events published encoded reach subscribers decoded, with the same bytes
+// to send; an undecodable batch is reported as missed, not delivered.
+func TestEncodedBatch(t *testing.T) {
+	h := New(100)
+	sub := h.Subscribe()
+	defer sub.Close()
+	var wire [][]byte
+	for _, ev := range batch(3) {
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wire = append(wire, b)
+	}
+	h.Publish(store.Committed{Node: "a", Seq: 1, Wire: wire})
+	b := <-sub.C
+	if len(b.Events) != 3 || b.Events[0].GetExec() == nil {
+		t.Fatalf("delivered %v", b.Events)
+	}
+	if enc, err := b.Encoded(2); err != nil || string(enc) != string(wire[2]) {
+		t.Fatalf("Encoded(2) = %x, %v; want the published bytes", enc, err)
+	}
+	sub.Done(3)
+	h.Publish(store.Committed{Node: "a", Seq: 2, Wire: [][]byte{{0xff}}})
+	h.Publish(store.Committed{Node: "a", Seq: 3, Wire: wire[:1]})
+	if b := <-sub.C; b.Events[0].GetGap().GetMissed() != 1 {
+		t.Fatalf("after an undecodable batch got %v, want a gap of 1", b.Events)
+	}
+}

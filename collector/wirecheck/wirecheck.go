@@ -144,18 +144,12 @@ func wireType(k protoreflect.Kind) protowire.Type {
 func (f *field) check(b []byte, num protowire.Number, typ protowire.Type, depth int) (int, error) {
 	var n int
 	switch typ {
-	case protowire.VarintType:
-		_, n = protowire.ConsumeVarint(b)
-	case protowire.Fixed32Type:
-		_, n = protowire.ConsumeFixed32(b)
-	case protowire.Fixed64Type:
-		_, n = protowire.ConsumeFixed64(b)
 	case protowire.StartGroupType:
 		var v []byte
 		if v, n = protowire.ConsumeGroup(num, b); n >= 0 {
 			return n, f.msg.check(v, depth+1)
 		}
-	default:
+	case protowire.BytesType:
 		var v []byte
 		if v, n = protowire.ConsumeBytes(b); n < 0 {
 			break
@@ -168,6 +162,8 @@ func (f *field) check(b []byte, num protowire.Number, typ protowire.Type, depth 
 		case f.packed != 0:
 			return n, checkPacked(v, f.packed)
 		}
+	default:
+		n = consumeNumber(b, typ)
 	}
 	if n < 0 {
 		return n, protowire.ParseError(n)
@@ -175,18 +171,25 @@ func (f *field) check(b []byte, num protowire.Number, typ protowire.Type, depth 
 	return n, nil
 }
 
+// consumeNumber is the length of the number of wire type typ (varint,
+// fixed32 or fixed64) that b starts with, or a negative error code.
+func consumeNumber(b []byte, typ protowire.Type) int {
+	var n int
+	switch typ {
+	case protowire.VarintType:
+		_, n = protowire.ConsumeVarint(b)
+	case protowire.Fixed32Type:
+		_, n = protowire.ConsumeFixed32(b)
+	default:
+		_, n = protowire.ConsumeFixed64(b)
+	}
+	return n
+}
+
 // checkPacked checks a packed run of numbers.
 func checkPacked(b []byte, typ protowire.Type) error {
 	for len(b) > 0 {
-		var n int
-		switch typ {
-		case protowire.VarintType:
-			_, n = protowire.ConsumeVarint(b)
-		case protowire.Fixed32Type:
-			_, n = protowire.ConsumeFixed32(b)
-		default:
-			_, n = protowire.ConsumeFixed64(b)
-		}
+		n := consumeNumber(b, typ)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}

@@ -116,15 +116,16 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 // checkpointInterval is how often the WAL is copied into the database file.
 const checkpointInterval = time.Second
 
-// walRestartFrames is the WAL length (in pages) past which a checkpoint
-// also rewinds it. A passive checkpoint never catches up with a busy
-// writer, so the WAL would only grow; a restarting one waits for the
-// current transaction, copies the few pages the passive one left, and lets
-// the next transaction write from the start of the file again.
+// walRestartFrames is the WAL length (in pages) past which it is rewound. A
+// passive checkpoint never catches up with a busy writer, so the WAL would
+// only grow; a restarting one waits for the current transaction, copies the
+// few pages the passive one left, and lets the next transaction write from
+// the start of the file again.
 const walRestartFrames = 16384
 
-// restartLeftover is how many pages a restarting checkpoint may still have
-// to copy while the writer waits.
+// restartLeftover is how many pages a rewind may still have to copy while
+// the writer waits.
+const restartLeftover = 256
 
 // eventHooks are what the C build's event writer offers the store: write
 // commits a group of event batches, restart has it rewind the WAL right
@@ -137,8 +138,6 @@ type eventHooks struct {
 	restart func()
 	close   func() error
 }
-
-const restartLeftover = 256
 
 // checkpoint runs one checkpoint in mode and reports the WAL's length and
 // how much of it is now in the database file, in pages.
