@@ -149,8 +149,9 @@ static int nw_write_group(nw_writer *w, const int64_t *req, int nreq, const int6
 			} else {
 				sqlite3_bind_null(s, 8);
 			}
-			// Columns 6, 7 and 9-14: kind, bin, then usr ... session, body.
-			static const int cols[8] = {6, 7, 9, 10, 11, 12, 13, 14};
+			// The texts: kind and bin (columns 6, 7), then usr, pod, pod_ns,
+			// container and session (9-13); the body is column 14.
+			static const int cols[7] = {6, 7, 9, 10, 11, 12, 13};
 			for (int k = 0; k < 7; k++) {
 				sqlite3_bind_text(s, cols[k], data + ev[4 + 2 * k], (int)ev[5 + 2 * k], NULL);
 			}
@@ -177,6 +178,7 @@ import "C"
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -242,8 +244,10 @@ const (
 
 func (e *eventWriter) write(_ context.Context, group []*store.Request) error {
 	e.req, e.ev, e.data = e.req[:0], e.ev[:0], e.data[:0]
+	events := 0
 	for _, r := range group {
 		rows := sqlstore.EventRows(r)
+		events += len(rows)
 		e.req = append(e.req, int64(len(e.data)), int64(len(r.Node)), int64(r.Seq), r.Received.UnixNano(), int64(len(rows)))
 		e.data = append(e.data, r.Node...)
 		for _, row := range rows {
@@ -257,6 +261,10 @@ func (e *eventWriter) write(_ context.Context, group []*store.Request) error {
 			}
 			appendText(e, row.Body)
 		}
+	}
+	// C reads exactly this layout; a mismatch must not become a read past the end.
+	if len(e.req) != len(group)*requestInts || len(e.ev) != events*eventInts {
+		return errors.New("event writer: the packed group does not match the C layout")
 	}
 	e.data = append(e.data, 0) // never empty: C reads texts at data+offset
 	e.ev = append(e.ev, 0)
