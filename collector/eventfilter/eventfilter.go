@@ -33,7 +33,7 @@ func KindName(k nodewardv1.EventKind) string {
 	if name, ok := kindNames[k]; ok {
 		return name // stores name every event they write
 	}
-	return strings.ToLower(strings.TrimPrefix(k.String(), "EVENT_KIND_"))
+	return k.String() // a value this build does not know: its number
 }
 
 var kindNames = func() map[nodewardv1.EventKind]string {

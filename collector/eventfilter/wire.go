@@ -135,25 +135,24 @@ func (e *wireEvent) processField(num protowire.Number, typ protowire.Type, v []b
 	case processContainer:
 		e.c.Container = string(v)
 	case processPod:
-		return walk(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-			if typ == protowire.BytesType && num == podName {
-				e.c.Pod = string(v)
-			} else if typ == protowire.BytesType && num == podNamespace {
-				e.c.Namespace = string(v)
-			}
-			return nil
-		})
+		return stringFields(v, podName, &e.c.Pod, podNamespace, &e.c.Namespace)
 	case processSession:
-		return walk(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-			if typ == protowire.BytesType && num == sessionID {
-				e.c.Session = string(v)
-			} else if typ == protowire.BytesType && num == sessionUser {
-				e.c.User = string(v)
-			}
-			return nil
-		})
+		return stringFields(v, sessionID, &e.c.Session, sessionUser, &e.c.User)
 	}
 	return nil
+}
+
+// stringFields sets *a and *b from string fields na and nb of the message
+// encoded in v.
+func stringFields(v []byte, na protowire.Number, a *string, nb protowire.Number, b *string) error {
+	return walk(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if typ == protowire.BytesType && num == na {
+			*a = string(v)
+		} else if typ == protowire.BytesType && num == nb {
+			*b = string(v)
+		}
+		return nil
+	})
 }
 
 func (e *wireEvent) ssh(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {

@@ -61,8 +61,8 @@ func wireCases(t testing.TB) map[string][]byte {
 func checkDecode(t *testing.T, raw []byte) {
 	req := &nodewardv1.ConnectRequest{}
 	want := proto.Unmarshal(raw, req)
-	w := wireRequest{raw: raw}
-	if got := w.decode(); (got == nil) != (want == nil) {
+	var w wireRequest
+	if got := w.decode(raw); (got == nil) != (want == nil) {
 		t.Fatalf("%x: proto.Unmarshal says %v, decode says %v", raw, want, got)
 	}
 	if want != nil {
@@ -104,8 +104,8 @@ func TestDecode(t *testing.T) {
 
 func TestStampMatchesMarshal(t *testing.T) {
 	ev := exec("/usr/bin/curl")
-	w := wireRequest{raw: batchRequest(t, exec("/bin/x"), ev)}
-	if err := w.decode(); err != nil {
+	var w wireRequest
+	if err := w.decode(batchRequest(t, exec("/bin/x"), ev)); err != nil {
 		t.Fatal(err)
 	}
 	stamped, err := stampEvents(w.events, "node-a", 3)

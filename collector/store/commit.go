@@ -15,9 +15,8 @@ type Request struct {
 	Seq       uint64
 	Received  time.Time
 	Snapshot  *nodewardv1.Snapshot
-	Events    []*nodewardv1.Event
-	Wire      [][]byte // the events encoded, when Events is nil
-	Duplicate bool     // set by the apply function
+	Events    int  // how many events an event batch holds
+	Duplicate bool // set by the apply function
 	// Prepared is backend-specific work done before queueing (encoded
 	// rows), so the single writer only writes.
 	Prepared any
@@ -95,7 +94,7 @@ func rows(r *Request) int {
 	if r.Snapshot != nil {
 		return 1 + len(r.Snapshot.GetPackages().GetPackages()) + len(r.Snapshot.GetPorts().GetPorts()) + len(r.Snapshot.GetFindings())
 	}
-	return max(len(r.Events), len(r.Wire)) + 1
+	return r.Events + 1
 }
 
 func (c *Committer) run() {

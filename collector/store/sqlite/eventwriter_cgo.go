@@ -189,15 +189,9 @@ import (
 	"github.com/nodeward/nodeward/collector/store/sqlstore"
 )
 
-// The event writer's statements: one row each, prepared once, run in C.
-const (
-	claimSQL = `INSERT INTO sequences (node, seq, kind, received_ns) VALUES (?1, ?2, 'events', ?3) ON CONFLICT DO NOTHING`
-	touchSQL = `INSERT INTO nodes (name, last_seen_ns, last_sequence) VALUES (?1, ?2, ?3)
-		ON CONFLICT (name) DO UPDATE SET last_seen_ns = MAX(nodes.last_seen_ns, excluded.last_seen_ns),
-		last_sequence = MAX(nodes.last_sequence, excluded.last_sequence)`
-	eventSQL = `INSERT OR FAIL INTO events (node, seq, idx, time_ns, received_ns, kind, bin, uid, usr, pod, pod_ns, container, session, body)
-		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)`
-)
+// claimSQL records one batch's (node, sequence), nothing if already stored
+// (the group commit's claim, one row at a time).
+const claimSQL = `INSERT INTO sequences (node, seq, kind, received_ns) VALUES (?, ?, 'events', ?) ON CONFLICT DO NOTHING`
 
 // eventWriter commits groups of event batches through a connection of its
 // own, one call into SQLite's C library per group. Through database/sql
@@ -222,7 +216,7 @@ func openEventWriter(path string, pragmas []string) (*eventWriter, error) {
 		prag.WriteString("PRAGMA " + p + ";")
 	}
 	cstr := func(s string) *C.char { return C.CString(s) }
-	args := []*C.char{cstr(path), cstr(prag.String()), cstr(claimSQL), cstr(touchSQL), cstr(eventSQL)}
+	args := []*C.char{cstr(path), cstr(prag.String()), cstr(claimSQL), cstr(dialect.TouchNodeSQL()), cstr(dialect.InsertEventsSQL(1))}
 	defer func() {
 		for _, a := range args {
 			C.free(unsafe.Pointer(a))

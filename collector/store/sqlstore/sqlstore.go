@@ -140,7 +140,7 @@ func (s *Store) prepareWrites(ctx context.Context) error {
 	for size := writeChunk; size > 0; size /= 2 {
 		for kind, query := range map[int]string{
 			stmtClaim:  `INSERT INTO sequences (node, seq, kind, received_ns) VALUES ` + values(size, 4) + ` ON CONFLICT DO NOTHING RETURNING node, seq`,
-			stmtEvents: s.d.InsertEvents + ` INTO events (node, seq, idx, time_ns, received_ns, kind, bin, uid, usr, pod, pod_ns, container, session, body) VALUES ` + values(size, eventCols),
+			stmtEvents: s.d.InsertEventsSQL(size),
 		} {
 			st, err := s.writer.PrepareContext(ctx, s.q(query))
 			if err != nil {
@@ -211,10 +211,26 @@ func (s *Store) CommitEvents(ctx context.Context, node string, seq uint64, event
 	if err != nil {
 		return false, fmt.Errorf("commit events: %w", err)
 	}
-	return s.committer.Submit(ctx, &store.Request{Node: node, Seq: seq, Received: received, Events: events, Wire: wire, Prepared: rows})
+	return s.committer.Submit(ctx, &store.Request{Node: node, Seq: seq, Received: received, Events: len(rows), Prepared: rows})
 }
 
 const eventCols = 14
+
+// InsertEventsSQL inserts rows events, binding for each, in order: node,
+// seq, idx, time_ns, received_ns, kind, bin, uid, usr, pod, pod_ns,
+// container, session, body.
+func (d Dialect) InsertEventsSQL(rows int) string {
+	return d.InsertEvents + ` INTO events (node, seq, idx, time_ns, received_ns, kind, bin, uid, usr, pod, pod_ns, container, session, body) VALUES ` + values(rows, eventCols)
+}
+
+// TouchNodeSQL records a node's newest sequence and when it was heard from,
+// binding name, last_seen_ns and last_sequence.
+func (d Dialect) TouchNodeSQL() string {
+	g := d.Greatest
+	return `INSERT INTO nodes (name, last_seen_ns, last_sequence) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET last_seen_ns = ` + g + `(nodes.last_seen_ns, excluded.last_seen_ns),
+		last_sequence = ` + g + `(nodes.last_sequence, excluded.last_sequence)`
+}
 
 // writeChunk rows at most go into one multi-row INSERT.
 const writeChunk = 128
@@ -350,10 +366,7 @@ func (s *Store) touchNodes(ctx context.Context, tx *sql.Tx, group []*store.Reque
 	if len(order) == 0 {
 		return nil
 	}
-	g := s.d.Greatest
-	touch, err := tx.PrepareContext(ctx, s.q(`INSERT INTO nodes (name, last_seen_ns, last_sequence) VALUES (?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET last_seen_ns = `+g+`(nodes.last_seen_ns, excluded.last_seen_ns),
-		last_sequence = `+g+`(nodes.last_sequence, excluded.last_sequence)`))
+	touch, err := tx.PrepareContext(ctx, s.q(s.d.TouchNodeSQL()))
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
