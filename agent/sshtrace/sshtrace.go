@@ -233,14 +233,34 @@ func (t *Tracker) ObserveExec(pid uint32) {
 	}
 }
 
+// exeOf identifies pid's executable.
+func (t *Tracker) exeOf(pid uint32) (path string, key exeKey, err error) {
+	path = filepath.Join(t.cfg.Proc, strconv.FormatUint(uint64(pid), 10), "exe")
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return "", exeKey{}, err
+	}
+	return path, exeKey{ino: st.Ino, dev: unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)}, nil
+}
+
+// Follows reports whether pid runs an executable registered as an OpenSSH
+// server: from then on its connections are seen.
+func (t *Tracker) Follows(pid uint32) bool {
+	_, key, err := t.exeOf(pid)
+	if err != nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.knownExes[key]
+}
+
 // checkExec registers pid's executable if it is an OpenSSH server.
 func (t *Tracker) checkExec(pid uint32) {
-	exe := filepath.Join(t.cfg.Proc, strconv.FormatUint(uint64(pid), 10), "exe")
-	var st unix.Stat_t
-	if err := unix.Stat(exe, &st); err != nil {
+	exe, key, err := t.exeOf(pid)
+	if err != nil {
 		return
 	}
-	key := exeKey{ino: st.Ino, dev: unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)}
 	t.mu.Lock()
 	_, seen := t.knownExes[key]
 	t.mu.Unlock()
@@ -256,15 +276,17 @@ func (t *Tracker) checkExec(pid uint32) {
 	if err != nil {
 		return
 	}
+	if ok {
+		k := sshExeKey{Ino: key.ino, Dev: key.dev}
+		if err := t.objs.SshdExes.Put(&k, uint8(1)); err != nil {
+			t.cfg.Log.Warn("ssh tracking: cannot register sshd executable", "pid", pid, "err", err)
+			return // not known yet: tried again on its next exec or scan
+		}
+	}
 	t.mu.Lock()
 	t.knownExes[key] = ok
 	t.mu.Unlock()
 	if !ok {
-		return
-	}
-	k := sshExeKey{Ino: key.ino, Dev: key.dev}
-	if err := t.objs.SshdExes.Put(&k, uint8(1)); err != nil {
-		t.cfg.Log.Warn("ssh tracking: cannot register sshd executable", "pid", pid, "err", err)
 		return
 	}
 	target, _ := os.Readlink(exe)

@@ -174,6 +174,9 @@ LogLevel VERBOSE
 			// for sshd to log it so later counts start after it.
 			c.Close()
 			waitFor(t, "sshd to log the probe", func() bool { return len(l.sshdConnections()) == 1 })
+			// Its exec reaches the tracker through the exec tracer's ring
+			// buffer; on a loaded machine that can trail the first logins.
+			waitFor(t, "the tracker to follow sshd", func() bool { return trk.Follows(uint32(l.sshd.Process.Pid)) })
 			break
 		}
 		if time.Now().After(deadline) {
