@@ -13,7 +13,7 @@ import (
 	nodewardv1 "github.com/nodeward/nodeward/proto/nodeward/v1"
 )
 
-// BenchmarkCommitEvents commits batches of 10 events from 200 concurrent
+// BenchmarkCommitEvents commits batches of 10 events from 1,000 concurrent
 // nodes, as ingest does; b.N is the number of events.
 func BenchmarkCommitEvents(b *testing.B) {
 	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "db"), nil)
@@ -21,7 +21,7 @@ func BenchmarkCommitEvents(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	const nodes, per = 200, 10
+	const nodes, per = 1000, 10
 	batches := b.N/per + 1
 	b.ResetTimer()
 	var wg sync.WaitGroup

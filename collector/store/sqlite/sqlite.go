@@ -51,8 +51,9 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	}
 	common := []string{"busy_timeout=10000", "journal_mode=WAL", "synchronous=FULL", "foreign_keys=1"}
 	// A big page cache for the writers: event indexes take inserts all over
-	// their B-trees (a thousand nodes, many binaries).
-	writerPragmas := slices.Concat(common, []string{"cache_size=-131072", "wal_autocheckpoint=0"})
+	// their B-trees (a thousand nodes, many binaries). Statement journals
+	// (an upsert's undo copy of the pages it touches) stay in memory.
+	writerPragmas := slices.Concat(common, []string{"cache_size=-131072", "temp_store=MEMORY", "wal_autocheckpoint=0"})
 	writer := openDB(path, true, writerPragmas...)
 	writer.SetMaxOpenConns(1)
 	s := &Store{path: path, writer: writer}
