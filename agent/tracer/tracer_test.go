@@ -345,15 +345,25 @@ func TestLossCountedExactly(t *testing.T) {
 	tr := startTracer(t, Config{FilterCgroupID: id, RingBufferBytes: 64 << 10, QueueLen: 32, LossInterval: 50 * time.Millisecond})
 
 	token := strconv.FormatInt(time.Now().UnixNano(), 36)
-	flood := exec.Command("/bin/sh", "-c", fmt.Sprintf(`read x
+	// The shell says it is ready before it joins the cgroup: Start returns
+	// before the kernel reports the shell's own exec, which must not count.
+	flood := exec.Command("/bin/sh", "-c", fmt.Sprintf(`echo ready
+read x
 i=0
 while [ $i -lt %d ]; do /bin/true "f-%s-$i"; i=$((i+1)); done`, n, token))
 	in, err := flood.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	out, err := flood.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := flood.Start(); err != nil {
 		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("flood did not start: %q, %v", line, err)
 	}
 	enterCgroup(t, cg, flood.Process.Pid)
 	fmt.Fprintln(in, "go")
@@ -366,18 +376,26 @@ while [ $i -lt %d ]; do /bin/true "f-%s-$i"; i=$((i+1)); done`, n, token))
 	stop := run(t, tr, c)
 	// The flood: n forks, n execs, n exits, and the shell's own exit.
 	expect := map[string]uint64{"exec": n, "fork": n, "exit": n + 1}
-	waitFor(t, 30*time.Second, func() bool {
+	var last Counts
+	settled := func() bool {
 		k, err := tr.Counts()
 		if err != nil {
 			t.Fatal(err)
 		}
+		last = k
 		for kind, want := range expect {
 			if k.Seen[kind] != want || k.Delivered[kind]+k.QueueLost[kind]+k.RingBufferLost[kind] != want {
 				return false
 			}
 		}
 		return true
-	})
+	}
+	for deadline := time.Now().Add(30 * time.Second); !settled(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("counters did not settle within 30s: want %v; seen %v, delivered %v, ring buffer lost %v, queue lost %v",
+				expect, last.Seen, last.Delivered, last.RingBufferLost, last.QueueLost)
+		}
+	}
 	stop()
 
 	delivered := map[string]uint64{}
