@@ -284,11 +284,18 @@ static int nw_step(sqlite3 *db, sqlite3_stmt *stmt, const char *what, char *err,
 // stored or earlier in the group), its node touched, and the events of
 // the claimed ones inserted. req holds NW_REQUEST_INTS per request, ev
 // NW_EVENT_INTS per event in request order, texts point into data. With
-// restart, it then checkpoints and rewinds the WAL, if readers let it
-// within a few milliseconds.
+// restart, it first checkpoints and rewinds the WAL, if readers let it
+// within a few milliseconds: first, so the previous group's acks did not
+// wait for it.
 static int nw_write_group(nw_writer *w, const int64_t *req, int nreq, const int64_t *ev, const char *data,
 		char *claimed, int restart, char *err, int errlen) {
 	sqlite3 *db = w->db;
+	if (restart) {
+		int tries = 5;
+		sqlite3_busy_handler(db, nw_busy, &tries);
+		sqlite3_wal_checkpoint_v2(db, NULL, NW_CHECKPOINT_RESTART, NULL, NULL); // else on a later request
+		sqlite3_busy_handler(db, nw_busy, NULL);
+	}
 	int rc = nw_exec(db, "BEGIN IMMEDIATE", err, errlen);
 	if (rc != NW_OK) return rc;
 	for (int i = 0; i < nreq && rc == NW_OK; i++, req += NW_REQUEST_INTS) {
@@ -331,12 +338,6 @@ static int nw_write_group(nw_writer *w, const int64_t *req, int nreq, const int6
 	}
 	if (rc == NW_OK) rc = nw_exec(db, "COMMIT", err, errlen);
 	if (rc != NW_OK) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-	if (rc == NW_OK && restart) {
-		int tries = 5;
-		sqlite3_busy_handler(db, nw_busy, &tries);
-		sqlite3_wal_checkpoint_v2(db, NULL, NW_CHECKPOINT_RESTART, NULL, NULL); // else on a later request
-		sqlite3_busy_handler(db, nw_busy, NULL);
-	}
 	// The bound texts point into Go memory, which C must not keep.
 	sqlite3_clear_bindings(w->claim);
 	sqlite3_clear_bindings(w->touch);
@@ -372,7 +373,7 @@ const claimSQL = `INSERT INTO sequences (node, seq, kind, received_ns) VALUES (?
 // worker calls write, one group at a time.
 type eventWriter struct {
 	w       *C.nw_writer
-	restart atomic.Bool // rewind the WAL after the next group
+	restart atomic.Bool // rewind the WAL before the next group
 	// Reused across groups: the requests' and events' numbers, the texts
 	// and bodies they point into, which requests were claimed.
 	req, ev []int64

@@ -53,7 +53,7 @@ func TestEventWriterRewindsWAL(t *testing.T) {
 		commit()
 	}
 	st.hooks.restart()
-	commit() // rewinds after committing
+	commit() // rewinds, then commits
 	grown := walSize(t, path)
 	for range 10 {
 		commit()
