@@ -285,8 +285,8 @@ static int nw_step(sqlite3 *db, sqlite3_stmt *stmt, const char *what, char *err,
 // the claimed ones inserted. req holds NW_REQUEST_INTS per request, ev
 // NW_EVENT_INTS per event in request order, texts point into data. With
 // restart, it first checkpoints and rewinds the WAL, if readers let it
-// within a few milliseconds: first, so the previous group's acks did not
-// wait for it.
+// within a few milliseconds: first, so that the previous group's acks
+// need not wait for it.
 static int nw_write_group(nw_writer *w, const int64_t *req, int nreq, const int64_t *ev, const char *data,
 		char *claimed, int restart, char *err, int errlen) {
 	sqlite3 *db = w->db;
