@@ -377,7 +377,13 @@ while [ $i -lt %d ]; do /bin/true "f-%s-$i"; i=$((i+1)); done`, n, token))
 	// The flood: n forks, n execs, n exits, and the shell's own exit.
 	expect := map[string]uint64{"exec": n, "fork": n, "exit": n + 1}
 	var last Counts
-	settled := func() bool {
+	defer func() {
+		if t.Failed() {
+			t.Logf("counters: seen %v, delivered %v, ring buffer lost %v, queue lost %v",
+				last.Seen, last.Delivered, last.RingBufferLost, last.QueueLost)
+		}
+	}()
+	waitFor(t, 30*time.Second, func() bool {
 		k, err := tr.Counts()
 		if err != nil {
 			t.Fatal(err)
@@ -389,13 +395,7 @@ while [ $i -lt %d ]; do /bin/true "f-%s-$i"; i=$((i+1)); done`, n, token))
 			}
 		}
 		return true
-	}
-	for deadline := time.Now().Add(30 * time.Second); !settled(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("counters did not settle within 30s: want %v; seen %v, delivered %v, ring buffer lost %v, queue lost %v",
-				expect, last.Seen, last.Delivered, last.RingBufferLost, last.QueueLost)
-		}
-	}
+	})
 	stop()
 
 	delivered := map[string]uint64{}
