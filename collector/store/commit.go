@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -28,15 +29,24 @@ type Request struct {
 // Committer groups concurrent commits into shared transactions: with a
 // thousand agents each sending small batches, one durable transaction per
 // batch would cap ingest at the disk's flush rate. Every request in a
-// group is answered only after the group's transaction commits.
+// group is answered only once the group's transaction is on disk.
 type Committer struct {
 	in        chan *Request
 	apply     func(context.Context, []*Request) error
+	flush     func() error
+	unflushed chan answer // committed groups waiting for a flush
+	flushed   chan struct{}
 	maxRows   int
 	window    time.Duration
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	stop      chan struct{}
+}
+
+// answer is a group's outcome, one error per request, held until a flush.
+type answer struct {
+	group []*Request
+	errs  []error
 }
 
 // CommitWindow is how long a group waits for more requests after its
@@ -49,8 +59,18 @@ const CommitWindow = 10 * time.Millisecond
 
 // NewCommitter starts workers goroutines that call apply with groups of up
 // to maxRows events (snapshots count as one), gathered for up to window.
-func NewCommitter(apply func(context.Context, []*Request) error, workers, maxRows int, window time.Duration) *Committer {
-	c := &Committer{in: make(chan *Request, 4096), apply: apply, maxRows: maxRows, window: window, stop: make(chan struct{})}
+// With flush nil, apply's commits are durable when it returns. Otherwise
+// apply only commits, and flush makes everything committed so far
+// durable: a group is answered after a flush that began after its commit,
+// and one flush answers every group committed while the one before it
+// ran, so the writer goes on with the next group while the disk works.
+func NewCommitter(apply func(context.Context, []*Request) error, flush func() error, workers, maxRows int, window time.Duration) *Committer {
+	c := &Committer{in: make(chan *Request, 4096), apply: apply, flush: flush, maxRows: maxRows, window: window, stop: make(chan struct{})}
+	if flush != nil {
+		c.unflushed = make(chan answer, 1024)
+		c.flushed = make(chan struct{})
+		go c.flushLoop()
+	}
 	for range workers {
 		c.wg.Add(1)
 		go c.run()
@@ -84,8 +104,14 @@ func (c *Committer) Submit(ctx context.Context, r *Request) (bool, error) {
 
 // Close finishes queued commits and stops the workers.
 func (c *Committer) Close() {
-	c.closeOnce.Do(func() { close(c.stop) })
-	c.wg.Wait()
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		c.wg.Wait()
+		if c.flush != nil {
+			close(c.unflushed)
+			<-c.flushed
+		}
+	})
 }
 
 // rows is a request's weight in a group: its events, or a snapshot's
@@ -156,19 +182,65 @@ func (c *Committer) commit(group []*Request) {
 	// roll back the other agents' data in the same group.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	errs := make([]error, len(group))
 	err := c.apply(ctx, group)
+	for i := range errs {
+		errs[i] = err
+	}
 	if err != nil && len(group) > 1 {
 		// One bad request must not fail the rest: retry them one by one,
 		// each with a time budget of its own.
-		for _, r := range group {
+		for i, r := range group {
 			r.Duplicate = false
 			rctx, rcancel := context.WithTimeout(context.Background(), 60*time.Second)
-			r.done <- c.apply(rctx, []*Request{r})
+			errs[i] = c.apply(rctx, []*Request{r})
 			rcancel()
 		}
+	}
+	if c.flush == nil {
+		answerAll(answer{group, errs}, nil)
 		return
 	}
-	for _, r := range group {
+	c.unflushed <- answer{group, errs}
+}
+
+// flushLoop flushes whenever groups wait for it and answers them, until
+// unflushed is closed and drained.
+func (c *Committer) flushLoop() {
+	defer close(c.flushed)
+	for first := range c.unflushed {
+		waiting := []answer{first}
+	more:
+		for {
+			select {
+			case a, ok := <-c.unflushed:
+				if !ok {
+					break more
+				}
+				waiting = append(waiting, a)
+			default:
+				break more
+			}
+		}
+		err := c.flush()
+		if err != nil {
+			err = fmt.Errorf("flush: %w", err)
+		}
+		for _, a := range waiting {
+			answerAll(a, err)
+		}
+	}
+}
+
+// answerAll answers a's requests; flushErr fails those that committed, as
+// what they wrote may not be on disk.
+func answerAll(a answer, flushErr error) {
+	for i, r := range a.group {
+		err := a.errs[i]
+		if err == nil && flushErr != nil {
+			err = flushErr
+			r.Duplicate = false
+		}
 		r.done <- err
 	}
 }

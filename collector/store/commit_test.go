@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,7 +31,7 @@ func TestCommitterWindow(t *testing.T) {
 		return nil
 	}
 	// An hour's window: waiting it out would time the test out.
-	c := NewCommitter(apply, 1, 1000, time.Hour)
+	c := NewCommitter(apply, nil, 1, 1000, time.Hour)
 	defer c.Close()
 	ctx := context.Background()
 
@@ -65,5 +67,54 @@ func TestCommitterWindow(t *testing.T) {
 	defer mu.Unlock()
 	if fmt.Sprint(groups) != "[1 1 1 1 4]" {
 		t.Fatalf("groups %v: want three alone, one held, then the four queued behind it together", groups)
+	}
+}
+
+// With a flush, a request is answered only after a flush that began after
+// its group committed, the writer commits on while a flush runs, and a
+// failed flush fails the requests it was to make durable.
+func TestCommitterFlush(t *testing.T) {
+	var committed atomic.Int64
+	flushStarted := make(chan int64, 4) // groups committed when a flush began
+	release := make(chan error)
+	apply := func(context.Context, []*Request) error { committed.Add(1); return nil }
+	flush := func() error {
+		flushStarted <- committed.Load()
+		return <-release
+	}
+	c := NewCommitter(apply, flush, 1, 1000, time.Hour)
+	defer c.Close()
+	submit := func(seq uint64) chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.Submit(context.Background(), &Request{Node: "a", Seq: seq})
+			done <- err
+		}()
+		return done
+	}
+
+	first := submit(1)
+	if n := <-flushStarted; n != 1 {
+		t.Fatalf("flush began after %d commits, want 1", n)
+	}
+	select {
+	case err := <-first:
+		t.Fatalf("answered (%v) before its flush ended", err)
+	default:
+	}
+	second := submit(2)
+	for committed.Load() < 2 {
+		time.Sleep(time.Millisecond) // the writer commits while the flush is held
+	}
+	release <- nil
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if n := <-flushStarted; n != 2 {
+		t.Fatalf("second flush began after %d commits, want 2", n)
+	}
+	release <- errors.New("disk gone")
+	if err := <-second; err == nil || !strings.Contains(err.Error(), "disk gone") {
+		t.Fatalf("after a failed flush: %v, want its error", err)
 	}
 }

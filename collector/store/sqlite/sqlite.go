@@ -37,8 +37,9 @@ var _ store.Store = (*Store)(nil)
 var dialect = sqlstore.Dialect{Name: "sqlite", Greatest: "MAX", InsertEvents: "INSERT OR FAIL", CommitWorkers: 1}
 
 // Open opens or creates the SQLite file at path and brings its schema up to
-// date. Durability: synchronous=FULL, so an acked commit survives power loss,
-// not just a crash. log (nil: slog.Default()) hears of failed checkpoints.
+// date. Durability: an acked commit survives power loss, not just a crash
+// (synchronous=FULL; the event writer's commits are flushed before their
+// acks). log (nil: slog.Default()) hears of failed checkpoints.
 func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
@@ -91,6 +92,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	}
 	if hooks != nil {
 		d.WriteEvents = hooks.write
+		d.Flush = hooks.flush
 		restart = func(context.Context) error { hooks.restart(); return nil }
 	}
 	ckptCtx, stopCkpt := context.WithCancel(context.Background())
@@ -133,13 +135,15 @@ const restartLeftover = 256
 const restartRounds = 8
 
 // eventHooks are what the C build's event writer offers the store: write
-// commits a group of event batches, restart has it rewind the WAL right
+// commits a group of event batches, flush makes its commits durable
+// (fdatasync of the WAL), restart has it rewind the WAL right
 // before its next group (a checkpoint from another connection waited for
 // the writer and then held it off, with SQLite's sleeps of up to 100 ms
 // on both sides: stalls of 100-600 ms every second or two at 50,000
 // events/s).
 type eventHooks struct {
 	write   func(context.Context, []*store.Request) error
+	flush   func() error
 	restart func()
 	close   func() error
 }

@@ -45,6 +45,9 @@ type Dialect struct {
 	// effects: sequences claimed (Duplicate set), nodes touched, the
 	// claimed batches' EventRows inserted.
 	WriteEvents func(ctx context.Context, group []*store.Request) error
+	// Flush, when set, makes what WriteEvents committed durable; the group
+	// commit answers a group only after a flush that began after it.
+	Flush func() error
 }
 
 // Store implements store.Store over database/sql.
@@ -74,7 +77,7 @@ func New(d Dialect, writer, reader *sql.DB, closers ...func() error) *Store {
 	s := &Store{d: d, writer: writer, reader: reader, closers: closers, now: time.Now}
 	// Bounded by rows so one transaction stays short (ack latency) while
 	// still amortising the flush over many agents.
-	s.committer = store.NewCommitter(s.apply, d.CommitWorkers, 20000, store.CommitWindow)
+	s.committer = store.NewCommitter(s.apply, d.Flush, d.CommitWorkers, 20000, store.CommitWindow)
 	return s
 }
 
