@@ -136,11 +136,10 @@ const restartRounds = 8
 
 // eventHooks are what the C build's event writer offers the store: write
 // commits a group of event batches, flush makes its commits durable
-// (fdatasync of the WAL), restart has it rewind the WAL right
-// before its next group (a checkpoint from another connection waited for
-// the writer and then held it off, with SQLite's sleeps of up to 100 ms
-// on both sides: stalls of 100-600 ms every second or two at 50,000
-// events/s).
+// (fdatasync of the WAL), restart has it rewind the WAL right before its
+// next group (a checkpoint from another connection waited for the writer
+// and then held it off, with SQLite's sleeps of up to 100 ms on both
+// sides: stalls of 100-600 ms every second or two at 50,000 events/s).
 type eventHooks struct {
 	write   func(context.Context, []*store.Request) error
 	flush   func() error
