@@ -207,7 +207,6 @@ func (c *Client) Run(ctx context.Context) error {
 					c.cfg.Log.Info("CRI runtime reachable; pods get names", "socket", socket, "entries", c.Len())
 				}
 				warned = false
-				c.state.Store("")
 				c.refreshes.Add(1)
 			}
 		}
@@ -258,6 +257,9 @@ func (c *Client) refresh(ctx context.Context, rt runtimeapi.RuntimeServiceClient
 	if truncated {
 		c.cfg.Log.Warn("CRI cache full; some containers stay unnamed", "max_entries", c.cfg.MaxEntries)
 	}
+	// Reachable before the new entries show: a caller that finds one must
+	// not read a stale reason.
+	c.state.Store("")
 	c.snap.Store(&m)
 	c.forgetMisses(start)
 	return nil
