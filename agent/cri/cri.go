@@ -193,6 +193,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		if rt != nil {
 			start := time.Now()
+			first := c.refreshes.Load() == 0
 			if err := c.refresh(ctx, rt, start); err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -203,11 +204,10 @@ func (c *Client) Run(ctx context.Context) error {
 				_ = conn.Close()
 				conn, rt = nil, nil
 			} else {
-				if warned || c.refreshes.Load() == 0 {
+				if warned || first {
 					c.cfg.Log.Info("CRI runtime reachable; pods get names", "socket", socket, "entries", c.Len())
 				}
 				warned = false
-				c.refreshes.Add(1)
 			}
 		}
 		c.syncedOnce.Do(func() { close(c.synced) })
@@ -241,7 +241,8 @@ func (c *Client) fail(warned *bool, err error) {
 
 // refresh lists the runtime's pod sandboxes and containers and swaps in a
 // new cache. Misses asked before start and still unknown are not asked
-// about again for a TTL.
+// about again for a TTL. What it publishes goes in the order a caller
+// reads it: the state, the entries, the count, then the misses settled.
 func (c *Client) refresh(ctx context.Context, rt runtimeapi.RuntimeServiceClient, start time.Time) error {
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -257,11 +258,19 @@ func (c *Client) refresh(ctx context.Context, rt runtimeapi.RuntimeServiceClient
 	if truncated {
 		c.cfg.Log.Warn("CRI cache full; some containers stay unnamed", "max_entries", c.cfg.MaxEntries)
 	}
-	// Reachable before the new entries show: a caller that finds one must
-	// not read a stale reason.
 	c.state.Store("")
 	c.snap.Store(&m)
+	c.refreshes.Add(1)
 	c.forgetMisses(start)
+	// A kick left by misses this refresh answered would only ask again.
+	c.mu.Lock()
+	if len(c.pending) == 0 {
+		select {
+		case <-c.kick:
+		default:
+		}
+	}
+	c.mu.Unlock()
 	return nil
 }
 

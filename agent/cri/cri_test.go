@@ -76,9 +76,12 @@ func TestRealContainerd(t *testing.T) {
 		if _, ok := client.Lookup(unknown); ok {
 			t.Fatal("Lookup(unknown id) hit")
 		}
-		before := client.Refreshes()
-		waitFor(t, 5*time.Second, func() bool { return client.Refreshes() > before })
-		time.Sleep(100 * time.Millisecond) // let that refresh settle the miss
+		waitFor(t, 5*time.Second, func() bool {
+			client.mu.Lock()
+			defer client.mu.Unlock()
+			_, ok := client.absent[unknown]
+			return ok
+		})
 		settled := client.Refreshes()
 		for range 100 {
 			client.Lookup(unknown)
@@ -312,9 +315,10 @@ func TestUnreachableSaysSoOnce(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- c.Run(ctx) }()
 			waitFor(t, 5*time.Second, func() bool { return strings.Contains(c.Unreachable(), tc.reason) })
+			// Run closes it just after storing the reason.
 			select {
 			case <-c.Synced():
-			default:
+			case <-time.After(5 * time.Second):
 				t.Error("Synced() not closed after the runtime was found unreachable")
 			}
 			for i := range 50 {
@@ -322,7 +326,7 @@ func TestUnreachableSaysSoOnce(t *testing.T) {
 				if _, ok := c.Lookup(strconv.Itoa(i)); ok {
 					t.Fatal("lookup hit without a runtime")
 				}
-				if d := time.Since(start); d > 50*time.Millisecond {
+				if d := time.Since(start); d > 250*time.Millisecond {
 					t.Errorf("a lookup took %v without a runtime", d)
 				}
 			}
@@ -517,7 +521,8 @@ func TestHungRuntimeNeverBlocksLookups(t *testing.T) {
 		worst = max(worst, time.Since(start))
 		time.Sleep(time.Millisecond)
 	}
-	if worst > 20*time.Millisecond {
+	// Far below the hung call's 300 ms, yet above a busy machine's stalls.
+	if worst > 100*time.Millisecond {
 		t.Errorf("slowest lookup took %v while the runtime hung", worst)
 	}
 	if r := c.Unreachable(); !strings.Contains(r, "DeadlineExceeded") && !strings.Contains(r, "deadline exceeded") {
