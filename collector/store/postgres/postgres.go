@@ -146,16 +146,16 @@ func parsePayload(p string) (replica string, notes []note) {
 // saw, less a margin), so a replica restart or network blip loses nothing;
 // the caller drops commits it has already seen.
 func (s *Store) Follow(ctx context.Context, fn func(store.Committed)) error {
-	var cursor int64
-	first := true
+	// From now, so that the first LISTEN also catches up on what other
+	// replicas committed while it was being set up.
+	cursor := time.Now().UnixNano()
 	backoff := 100 * time.Millisecond
 	for {
 		// A failed LISTEN connection is retried with backoff; the cursor
 		// makes the next one catch up on what was committed meanwhile.
-		if err := s.listen(ctx, &cursor, first, fn); err == nil {
+		if err := s.listen(ctx, &cursor, fn); err == nil {
 			backoff = 100 * time.Millisecond
 		}
-		first = false
 		select {
 		case <-ctx.Done():
 			return nil
@@ -165,7 +165,7 @@ func (s *Store) Follow(ctx context.Context, fn func(store.Committed)) error {
 	}
 }
 
-func (s *Store) listen(ctx context.Context, cursor *int64, first bool, fn func(store.Committed)) error {
+func (s *Store) listen(ctx context.Context, cursor *int64, fn func(store.Committed)) error {
 	conn, err := pgx.Connect(ctx, s.dsn)
 	if err != nil {
 		return err
@@ -174,10 +174,8 @@ func (s *Store) listen(ctx context.Context, cursor *int64, first bool, fn func(s
 	if _, err := conn.Exec(ctx, `LISTEN `+channel); err != nil {
 		return err
 	}
-	if !first && *cursor > 0 {
-		if err := s.catchUp(ctx, cursor, fn); err != nil {
-			return err
-		}
+	if err := s.catchUp(ctx, cursor, fn); err != nil {
+		return err
 	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
