@@ -305,7 +305,8 @@ func testSessions(t *testing.T, sshdPath string) {
 		t.Fatal(err)
 	}
 	silentPort := uint32(silent.LocalAddr().(*net.TCPAddr).Port)
-	time.Sleep(200 * time.Millisecond)
+	// sshd logs it from a re-executed child, which may take a while.
+	waitFor(t, "sshd to log the silent connect", func() bool { return len(l.sshdConnections()) >= len(probe)+4 })
 	silent.Close()
 
 	ports := l.sshdConnections()

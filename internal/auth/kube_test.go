@@ -208,9 +208,10 @@ func startKube(t *testing.T) *kube {
 	var last error
 	for time.Now().Before(deadline) {
 		if c, err := os.ReadFile(filepath.Join(dir, "certs", "apiserver.crt")); err == nil && k.client == nil {
-			pool := x509.NewCertPool()
-			pool.AppendCertsFromPEM(c)
-			k.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "kubernetes.default.svc"}}}
+			// A file caught while still being written holds no certificate yet.
+			if pool := x509.NewCertPool(); pool.AppendCertsFromPEM(c) {
+				k.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "kubernetes.default.svc"}}}
+			}
 		}
 		if k.client != nil {
 			req, _ := http.NewRequest(http.MethodGet, k.url+"/readyz", nil)

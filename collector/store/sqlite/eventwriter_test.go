@@ -52,13 +52,21 @@ func TestEventWriterRewindsWAL(t *testing.T) {
 	for range 50 {
 		commit()
 	}
-	st.hooks.restart()
-	commit() // rewinds, then commits
-	grown := walSize(t, path)
-	for range 10 {
-		commit()
+	// The background checkpoint may hold the checkpoint lock just then; the
+	// writer then leaves the rewind to a later request, as this does.
+	var grown, after int64
+	for range 3 {
+		st.hooks.restart()
+		commit() // rewinds, then commits
+		grown = walSize(t, path)
+		for range 10 {
+			commit()
+		}
+		if after = walSize(t, path); after <= grown {
+			break
+		}
 	}
-	if after := walSize(t, path); after > grown {
+	if after > grown {
 		t.Fatalf("WAL grew from %d to %d bytes after the rewind", grown, after)
 	}
 	var n int
