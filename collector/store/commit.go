@@ -210,17 +210,9 @@ func (c *Committer) flushLoop() {
 	defer close(c.flushed)
 	for first := range c.unflushed {
 		waiting := []answer{first}
-	more:
-		for {
-			select {
-			case a, ok := <-c.unflushed:
-				if !ok {
-					break more
-				}
-				waiting = append(waiting, a)
-			default:
-				break more
-			}
+		// Only this loop receives, so what len counts is there to take.
+		for len(c.unflushed) > 0 {
+			waiting = append(waiting, <-c.unflushed)
 		}
 		err := c.flush()
 		if err != nil {
